@@ -1,0 +1,251 @@
+"""Typed run configuration: pydantic models, TOML files and dotted command-line overrides.
+
+A config has four sections, ``[data]``, ``[model]``, ``[objective]`` and ``[train]``.
+Every section forbids unknown keys, so a typo is an error naming the key and the file
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vaekit.errors import ConfigError
+
+Binarize = Literal["none", "static", "dynamic"]
+Likelihood = Literal[
+    "bernoulli", "gaussian", "gaussian_learned", "gaussian_predicted", "discretized_logistic"
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Which images to train on and how each batch turns uint8 pixels into model input."""
+
+    name: str | None = Field(
+        default="auto",
+        description='catalog dataset ("fashion-mnist", "mnist", "sprites"); "auto" picks '
+        "fashion-mnist when installed, else sprites",
+    )
+    path: Path | None = Field(
+        default=None, description="a user's .npz/.npy file, image folder or IDX folder"
+    )
+    image_size: int | None = Field(
+        default=None, gt=0, description="resize user images (and size sprites) to this"
+    )
+    channels: Literal[1, 3] | None = Field(default=None, description="1 = grey, 3 = RGB")
+    binarize: Binarize = Field(
+        default="none", description="static: sampled once with a seed; dynamic: every batch"
+    )
+    dequantize: bool = Field(default=False, description="uniform dequantization (x + u) / 256")
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(
+        default=0.1,
+        gt=0.0,
+        lt=0.5,
+        description="held out of a user dataset, which has no test split",
+    )
+    split_seed: int = 0
+    limit: int | None = Field(default=None, gt=0, description="use only this many train images")
+    sprites_count: int = Field(default=24000, gt=0, description="sprites generated for training")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.path is not None and self.name not in (None, "auto"):
+            raise ValueError("set either data.name or data.path, not both")
+        if self.path is not None:
+            self.__dict__["name"] = None
+        if self.name is None and self.path is None:
+            raise ValueError("set data.name (a catalog dataset) or data.path (your own files)")
+        return self
+
+
+class ModelConfig(_Section):
+    """The networks, the latent space and the likelihood p(x|z)."""
+
+    kind: Literal["vae"] = "vae"
+    arch: Literal["mlp", "conv"] = "conv"
+    latent_dim: int = Field(default=16, gt=0)
+    hidden: list[int] = Field(default=[512, 256], description="MLP hidden widths (encoder order)")
+    channels: list[int] = Field(
+        default=[32, 64], description="conv channels, one stride-2 layer each"
+    )
+    activation: Literal["relu", "elu", "silu", "gelu"] = "relu"
+    batchnorm: bool = False
+    likelihood: Likelihood = "bernoulli"
+    gaussian_scale: float = Field(default=0.1, gt=0.0, description="fixed sigma of 'gaussian'")
+    learned_scale: Literal["global", "pixel"] = Field(
+        default="global", description="one learned sigma, or one per pixel"
+    )
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> ModelConfig:
+        for key in ("hidden", "channels"):
+            sizes = getattr(self, key)
+            if any(s <= 0 for s in sizes):
+                raise ValueError(f"model.{key} must hold positive sizes, got {sizes}")
+        if self.arch == "conv" and not self.channels:
+            raise ValueError("model.channels must list at least one conv layer")
+        return self
+
+
+class ObjectiveConfig(_Section):
+    """How per-example ELBO terms become the scalar that training minimises."""
+
+    estimator: Literal["analytic", "monte_carlo"] = Field(
+        default="analytic", description="analytic KL, or log p(z) - log q(z|x) at one sample"
+    )
+    beta: float = Field(default=1.0, ge=0.0, description="weight of the KL term (beta-VAE)")
+    warmup: Literal["none", "linear", "cyclical"] = "none"
+    warmup_steps: int = Field(default=0, ge=0, description="linear: steps from 0 to beta")
+    cycles: int = Field(default=4, gt=0, description="cyclical: number of cycles over training")
+    cycle_ratio: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="cyclical: part of a cycle spent rising"
+    )
+    free_bits: float = Field(
+        default=0.0, ge=0.0, description="lambda: floor on each latent's batch-mean KL, in nats"
+    )
+
+    @model_validator(mode="after")
+    def _warmup_length(self) -> ObjectiveConfig:
+        if self.warmup == "linear" and self.warmup_steps == 0:
+            raise ValueError("objective.warmup = 'linear' needs objective.warmup_steps > 0")
+        return self
+
+
+class TrainConfig(_Section):
+    """Optimisation, logging and reproducibility."""
+
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    grad_clip: float | None = Field(default=None, gt=0.0, description="max global grad norm")
+    seed: int = 0
+    eval_batch_size: int = Field(default=500, gt=0)
+    num_threads: int | None = Field(default=None, gt=0, description="torch threads; default all")
+    picture_count: int = Field(default=64, gt=0, description="images in per-epoch grids")
+    progress: bool = True
+
+
+class Config(_Section):
+    """A whole run: what a ``config.toml`` holds."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    train: TrainConfig = TrainConfig()
+    image_shape: list[int] | None = Field(
+        default=None, description="[C, H, W], filled in when the data is loaded"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        eight_bit = self.model.likelihood == "discretized_logistic"
+        if eight_bit and (self.data.binarize != "none" or self.data.dequantize):
+            raise ValueError(
+                "model.likelihood = 'discretized_logistic' models the 8-bit pixels "
+                "themselves: set data.binarize = 'none' and data.dequantize = false"
+            )
+        if self.model.likelihood != "bernoulli" and self.data.binarize != "none":
+            raise ValueError("data.binarize is for model.likelihood = 'bernoulli'")
+        if self.image_shape is not None:
+            check_image_shape(self.model, self.image_shape)
+        return self
+
+
+def check_image_shape(model: ModelConfig, shape: list[int]) -> None:
+    """Raise ValueError when the conv net cannot map images of ``shape`` to and fro."""
+    if len(shape) != 3 or any(s <= 0 for s in shape):
+        raise ValueError(f"image_shape must be [C, H, W] with positive sizes, got {shape}")
+    if model.arch != "conv":
+        return
+    _, height, width = shape
+    factor = 2 ** len(model.channels)
+    if height % factor or width % factor:
+        raise ValueError(
+            f"model.channels has {len(model.channels)} stride-2 layers, so the image size must be "
+            f"divisible by {factor}; {height}x{width} is not (use fewer layers or data.image_size)"
+        )
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    message = message.removeprefix("Value error, ")
+    where = f" {where}:" if where else ""
+    return f"{source}:{where} {message}"
+
+
+def _parse_value(text: str) -> Any:
+    """Read an override value as TOML (numbers, booleans, lists, strings) or a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a raw config dict (a new dict is returned)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.latent_dim=16")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty part in key {key!r}")
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(text.strip())
+    return out
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validate a raw dict; errors become one-line ConfigErrors naming ``source`` and the key."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning a missing or malformed file into a ConfigError."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a .toml file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load and validate a TOML config with optional ``--set`` overrides."""
+    raw = apply_overrides(read_toml(path), overrides or [])
+    source = str(path) + (" (with --set overrides)" if overrides else "")
+    return config_from_dict(raw, source)
+
+
+def to_toml(config: Config) -> str:
+    """The config as TOML text, every default written out (the resolved config of a run)."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    return tomli_w.dumps(data)

@@ -1,0 +1,96 @@
+"""The Gaussian-posterior VAE: the one place where networks meet probability."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vaekit.config import ModelConfig
+from vaekit.nets.conv import ConvDecoder, ConvEncoder
+from vaekit.nets.mlp import MLPDecoder, MLPEncoder
+from vaekit.objectives import ESTIMATORS, Terms
+from vaekit.probability.gaussian import DiagonalGaussian
+from vaekit.probability.likelihoods import make_likelihood
+from vaekit.probability.priors import StandardNormal
+
+
+class VAE(nn.Module):
+    """Encoder -> q(z|x), prior p(z), decoder -> p(x|z); see Kingma & Welling (2014)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        prior: nn.Module,
+        likelihood: nn.Module,
+        latent_dim: int,
+        image_shape: tuple[int, int, int],
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+        self.likelihood = likelihood
+        self.latent_dim = latent_dim
+        self.image_shape = tuple(image_shape)
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """The approximate posterior q(z|x) for a batch of images in [0, 1]."""
+        return DiagonalGaussian.from_params(self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Likelihood parameters for latents ``z`` ([..., D] -> [..., C*P, H, W])."""
+        return self.decoder(z)
+
+    def elbo(self, x: torch.Tensor, estimator: str = "analytic") -> Terms:
+        """Per-example reconstruction and KL terms, by the named estimator."""
+        return ESTIMATORS[estimator](self, x)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, *, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Mean images of p(x|z) for ``n`` prior draws z (temperature scales the prior std)."""
+        z = self.prior.sample(n, generator=generator, temperature=temperature)
+        return self.likelihood.mean(self.decode(z))
+
+    @torch.no_grad()
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean images of p(x|z) for given latents, in [0, 1]."""
+        return self.likelihood.mean(self.decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|z) at the posterior mean z = E[q(z|x)], in [0, 1]."""
+        return self.decode_mean(self.encode(x).mean)
+
+
+NETS = {
+    "mlp": (MLPEncoder, MLPDecoder, "hidden"),
+    "conv": (ConvEncoder, ConvDecoder, "channels"),
+}
+
+
+def build_vae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
+    """A VAE from its config section and the [C, H, W] shape of the data."""
+    c, h, w = image_shape
+    likelihood = make_likelihood(
+        cfg.likelihood,
+        image_shape=(c, h, w),
+        gaussian_scale=cfg.gaussian_scale,
+        learned_scale=cfg.learned_scale,
+    )
+    enc_cls, dec_cls, sizes_key = NETS[cfg.arch]
+    sizes = list(getattr(cfg, sizes_key))
+    encoder = enc_cls((c, h, w), sizes, 2 * cfg.latent_dim, cfg.activation, cfg.batchnorm)
+    out_shape = (c * likelihood.params_per_pixel, h, w)
+    decoder = dec_cls(
+        cfg.latent_dim,
+        sizes[::-1] if cfg.arch == "mlp" else sizes,
+        out_shape,
+        cfg.activation,
+        cfg.batchnorm,
+    )
+    return VAE(
+        encoder, decoder, StandardNormal(cfg.latent_dim), likelihood, cfg.latent_dim, (c, h, w)
+    )

@@ -1,0 +1,298 @@
+"""The training loop: Adam on the ELBO, validation each epoch, pictures and checkpoints.
+
+Reproducibility: all randomness comes from the run's seed through three generators
+(torch's global one for the reparameterisation noise, one for shuffling, one for dynamic
+binarization and dequantization noise). Their states are saved with each checkpoint, so a
+resumed run continues exactly where a straight run would be.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from vaekit.config import Config, check_image_shape
+from vaekit.data import ImageData, iterate_batches, load_dataset, resolve_name, to_model_input
+from vaekit.errors import ConfigError, RunError
+from vaekit.models import VAE
+from vaekit.objectives import kl_weight, loss
+from vaekit.train import checkpoint as ckpt
+from vaekit.train.logging import MetricsLog
+from vaekit.viz.grid import interleave_rows, save_grid
+
+EVAL_SEED_OFFSET = 1_000_003  # validation noise is seeded apart from the training noise
+
+
+@dataclass
+class TrainResult:
+    """Where a run lives and the record of its last epoch."""
+
+    run_dir: Path
+    epochs: int
+    steps: int
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_config(config: Config, train_data: ImageData) -> Config:
+    """Fill in what the data decides: the dataset name for "auto" and the image shape."""
+    updates = config.model_copy(deep=True)
+    shape = list(train_data.shape)
+    try:
+        check_image_shape(config.model, shape)
+    except ValueError as err:
+        raise ConfigError(f"{err}") from None
+    updates.image_shape = shape
+    return updates
+
+
+@torch.no_grad()
+def validate(model: VAE, data: ImageData, config: Config, seed: int) -> dict[str, float]:
+    """Mean ELBO, reconstruction and KL (nats per example) over ``data``, with fixed noise."""
+    was_training = model.training
+    model.eval()
+    noise = torch.Generator().manual_seed(seed)
+    totals = torch.zeros(3, dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for xb in iterate_batches(
+            data, config.train.eval_batch_size, shuffle=False, generator=None
+        ):
+            x = to_model_input(
+                xb,
+                binarize=config.data.binarize,
+                dequantize=config.data.dequantize,
+                generator=noise,
+            )
+            terms = model.elbo(x, config.objective.estimator)
+            totals += torch.stack([terms.elbo, terms.recon, terms.kl]).double().sum(1)
+    model.train(was_training)
+    elbo, recon, kl = (totals / len(data)).tolist()
+    return {"elbo": elbo, "recon": recon, "kl": kl}
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, config: Config, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if config.train.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return None
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def _save_pictures(
+    model: VAE, run_dir: Path, epoch: int, z_fixed: torch.Tensor, x_fixed: torch.Tensor
+) -> None:
+    pictures = run_dir / ckpt.PICTURES_DIR
+    was_training = model.training
+    model.eval()
+    samples = model.decode_mean(z_fixed)
+    recon = model.reconstruct(x_fixed)
+    model.train(was_training)
+    nrow = 8
+    save_grid(samples, pictures / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
+    save_grid(
+        interleave_rows(x_fixed, recon, nrow), pictures / "recon" / f"epoch_{epoch:03d}.png", nrow
+    )
+    save_grid(samples, pictures / "samples.png", nrow=nrow)
+    save_grid(interleave_rows(x_fixed, recon, nrow), pictures / "reconstructions.png", nrow)
+
+
+def train(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train the model ``config`` describes, writing everything into ``run_dir``.
+
+    With ``resume=True`` the run continues from its last checkpoint up to
+    ``config.train.epochs`` with the same weights, optimizer state and RNG streams.
+    """
+    console = console or Console(stderr=True)
+    run_dir = Path(run_dir)
+    cfg = config.model_copy(deep=True)
+    if cfg.data.name == "auto":
+        cfg.data.name = resolve_name(cfg.data)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+
+    train_data = load_dataset(cfg.data, "train")
+    val_data = load_dataset(cfg.data, "val")
+    if len(train_data) == 0 or len(val_data) == 0:
+        raise ConfigError(
+            f"data: {len(train_data)} training and {len(val_data)} validation images; "
+            "both must be non-empty (check data.limit and data.val_fraction)"
+        )
+    cfg = resolve_config(cfg, train_data)
+
+    seed = cfg.train.seed
+    torch.manual_seed(seed)
+    model = ckpt.build_model(cfg)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_data) / cfg.train.batch_size)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    scheduler = _make_scheduler(optimizer, cfg, total_steps)
+    shuffle_gen = torch.Generator().manual_seed(seed + 1)
+    noise_gen = torch.Generator().manual_seed(seed + 2)
+
+    start_epoch, step = 0, 0
+    if resume:
+        state = ckpt.load_state(run_dir)
+        ckpt.load_weights(run_dir, model)
+        optimizer.load_state_dict(state.optimizer)
+        if scheduler is not None and state.scheduler is not None:
+            scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.rng["torch"])
+        shuffle_gen.set_state(state.rng["shuffle"])
+        noise_gen.set_state(state.rng["noise"])
+        start_epoch, step = state.epoch, state.step
+        if start_epoch >= cfg.train.epochs:
+            raise RunError(
+                f"{run_dir}: already trained for {start_epoch} epochs; raise train.epochs "
+                f"(e.g. --set train.epochs={start_epoch + 5}) to continue"
+            )
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / ckpt.WEIGHTS_FILE).exists():
+            raise RunError(
+                f"{run_dir}: already holds a trained run; use --resume {run_dir} or a new --run-dir"
+            )
+    ckpt.write_config(run_dir, cfg)
+
+    # Fixed latents and images: the per-epoch grids show the same z and x every epoch.
+    picture_gen = torch.Generator().manual_seed(seed + 3)
+    n_pics = 8 * max(1, cfg.train.picture_count // 8)
+    z_fixed = model.prior.sample(n_pics, generator=picture_gen)
+    n_x = min(n_pics, len(val_data))
+    n_x = n_x - n_x % 8 if n_x >= 8 else n_x
+    x_fixed = to_model_input(
+        val_data.images[:n_x],
+        binarize=cfg.data.binarize if cfg.data.binarize != "dynamic" else "none",
+        dequantize=False,
+    )
+
+    log = MetricsLog(
+        run_dir / ckpt.METRICS_FILE, run_dir / ckpt.TENSORBOARD_DIR, keep_epochs=start_epoch
+    )
+    last: dict[str, float] = {}
+    model.train()
+    try:
+        with _progress(console, cfg.train.progress) as progress:
+            for epoch in range(start_epoch, cfg.train.epochs):
+                task = progress.add_task(
+                    "train",
+                    total=steps_per_epoch,
+                    epoch=f"{epoch + 1}/{cfg.train.epochs}",
+                    stats="",
+                )
+                sums = torch.zeros(3, dtype=torch.float64)
+                seen = 0
+                start = time.perf_counter()
+                for i, xb in enumerate(
+                    iterate_batches(
+                        train_data, cfg.train.batch_size, shuffle=True, generator=shuffle_gen
+                    )
+                ):
+                    x = to_model_input(
+                        xb,
+                        binarize=cfg.data.binarize,
+                        dequantize=cfg.data.dequantize,
+                        generator=noise_gen,
+                    )
+                    terms = model.elbo(x, cfg.objective.estimator)
+                    weight = kl_weight(cfg.objective, step, total_steps)
+                    objective = loss(terms, weight, cfg.objective.free_bits)
+                    optimizer.zero_grad(set_to_none=True)
+                    objective.backward()
+                    if cfg.train.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                    optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
+                    step += 1
+                    seen += x.shape[0]
+                    sums += (
+                        torch.stack([terms.elbo, terms.recon, terms.kl]).detach().double().sum(1)
+                    )
+                    # Reading numbers back forces a sync; do it a few times per epoch only.
+                    if (i + 1) % 20 == 0 or i + 1 == steps_per_epoch:
+                        elbo, recon, kl = (sums / seen).tolist()
+                        rate = seen / (time.perf_counter() - start)
+                        progress.update(
+                            task,
+                            completed=i + 1,
+                            stats=f"-elbo {-elbo:.2f}  recon {recon:.2f}  kl {kl:.2f}  "
+                            f"{rate:,.0f} samples/s",
+                        )
+                seconds = time.perf_counter() - start
+                progress.remove_task(task)
+                elbo, recon, kl = (sums / seen).tolist()
+                val = validate(model, val_data, cfg, seed + EVAL_SEED_OFFSET)
+                last = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "train/elbo": elbo,
+                    "train/recon": recon,
+                    "train/kl": kl,
+                    "val/elbo": val["elbo"],
+                    "val/recon": val["recon"],
+                    "val/kl": val["kl"],
+                    "kl_weight": kl_weight(cfg.objective, step, total_steps),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "samples_per_s": seen / seconds,
+                    "epoch_seconds": seconds,
+                }
+                log.write(last, step)
+                _save_pictures(model, run_dir, epoch + 1, z_fixed, x_fixed)
+                ckpt.save_weights(run_dir, model)
+                ckpt.save_state(
+                    run_dir,
+                    ckpt.TrainState(
+                        epoch=epoch + 1,
+                        step=step,
+                        optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict() if scheduler is not None else None,
+                        rng={
+                            "torch": torch.get_rng_state(),
+                            "shuffle": shuffle_gen.get_state(),
+                            "noise": noise_gen.get_state(),
+                        },
+                    ),
+                )
+                console.print(
+                    f"epoch {epoch + 1}/{cfg.train.epochs}  train elbo {elbo:.2f}  "
+                    f"val elbo {val['elbo']:.2f} (recon {val['recon']:.2f}, kl {val['kl']:.2f})  "
+                    f"{seen / seconds:,.0f} samples/s"
+                )
+    finally:
+        log.close()
+    return TrainResult(run_dir=run_dir, epochs=cfg.train.epochs, steps=step, last=last)

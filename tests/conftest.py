@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny configs that train in seconds on procedural sprites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vaekit.config import Config, config_from_dict
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+HAVE_FASHION = (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file()
+needs_fashion = pytest.mark.skipif(
+    not HAVE_FASHION, reason=f"Fashion-MNIST not installed in {FASHION_DIR}"
+)
+
+
+def tiny_raw(**sections: dict) -> dict:
+    """A raw config for a small MLP VAE on 1,200 sprites; sections override keys."""
+    raw = {
+        "data": {"name": "sprites", "sprites_count": 1200, "binarize": "dynamic"},
+        "model": {"arch": "mlp", "hidden": [64], "latent_dim": 4, "likelihood": "bernoulli"},
+        "train": {"epochs": 2, "batch_size": 64, "progress": False, "seed": 0},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return raw
+
+
+@pytest.fixture
+def tiny_config() -> Config:
+    return config_from_dict(tiny_raw())
+
+
+def write_toml(path: Path, raw: dict) -> Path:
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(raw))
+    return path

@@ -1,0 +1,148 @@
+"""The real `vaekit` command, run in subprocesses as a user would run it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import tiny_raw, write_toml
+from vaekit.cli import build_parser
+
+VAEKIT = [sys.executable, "-m", "vaekit"]
+
+
+def run(*args, cwd=None, check=True):
+    env = {**os.environ, "COLUMNS": "120"}
+    proc = subprocess.run(
+        [*VAEKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _subcommands(parser):
+    action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return action.choices
+
+
+def test_help_lists_every_command():
+    out = run("--help").stdout
+    for name in ("train", "sample", "reconstruct", "evaluate", "data"):
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[name] for name in _subcommands(build_parser())]
+    + [["data", name] for name in _subcommands(_subcommands(build_parser())["data"])],
+    ids=" ".join,
+)
+def test_every_command_has_help(command):
+    proc = run(*command, "--help")
+    assert proc.stdout.startswith("usage: vaekit " + " ".join(command))
+
+
+def test_vaekit_console_script_is_installed():
+    script = Path(sys.executable).parent / "vaekit"
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("vaekit ")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    config = write_toml(tmp / "tiny.toml", tiny_raw())
+    proc = run("train", config, "--run-dir", tmp / "run", "--set", "model.latent_dim=3")
+    assert "Outputs in" in proc.stderr
+    return tmp / "run"
+
+
+def test_train_writes_the_run_with_overrides(trained_run):
+    text = (trained_run / "config.toml").read_text()
+    assert "latent_dim = 3" in text
+    assert (trained_run / "model.safetensors").is_file()
+
+
+def test_sample_writes_a_png_grid(trained_run, tmp_path):
+    out = tmp_path / "s.png"
+    proc = run("sample", trained_run, "-n", 16, "-o", out, "--temperature", 0.8)
+    assert proc.stdout.strip() == str(out)
+    with Image.open(out) as img:
+        assert img.mode == "L" and img.size == (2 * (4 * 30 + 2),) * 2
+        assert img.getextrema()[1] > 0  # not a blank grid
+
+
+def test_reconstruct_writes_originals_above_reconstructions(trained_run, tmp_path):
+    out = tmp_path / "r.png"
+    run("reconstruct", trained_run, "-n", 16, "-o", out)
+    with Image.open(out) as img:
+        # 16 images, 8 per row, each row of originals followed by its reconstructions: 4 rows.
+        assert img.size == (2 * (8 * 30 + 2), 2 * (4 * 30 + 2))
+
+
+def test_evaluate_is_seeded_and_writes_eval_json(trained_run):
+    first = run("evaluate", trained_run, "--seed", 5)
+    one = json.loads((trained_run / "eval.json").read_text())
+    run("evaluate", trained_run, "--seed", 5)
+    two = json.loads((trained_run / "eval.json").read_text())
+    assert one == two
+    assert one["units"] == "nats per example" and one["split"] == "test"
+    assert one["elbo"] == pytest.approx(-(one["recon"] + one["kl"]), rel=1e-6)
+    assert f"{one['elbo']:.3f}" in first.stdout
+    run("evaluate", trained_run, "--seed", 6)
+    three = json.loads((trained_run / "eval.json").read_text())
+    assert three["elbo"] != one["elbo"]
+
+
+def test_resume_through_the_cli(trained_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    run("train", "--resume", copy, "--set", "train.epochs=3")
+    lines = (copy / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "configs/nope.toml"], "no such config file"),
+        (["train", "{config}", "--set", "model.latnt_dim=3"], "model.latnt_dim: unknown key"),
+        (["train", "{config}", "--set", "model.latent_dim=-1"], "model.latent_dim"),
+        (["train", "{config}", "--set", "train.epochs=ten"], "train.epochs"),
+        (["sample", "{missing}"], "no such run directory"),
+        (["evaluate", "{missing}"], "no such run directory"),
+        (["data", "info", "imagenet"], "imagenet"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, args, needle):
+    config = write_toml(tmp_path / "c.toml", tiny_raw())
+    args = [a.format(config=config, missing=tmp_path / "missing") for a in args]
+    proc = run(*args, check=False, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: error:"), proc.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_conv_too_deep_for_the_data_is_a_user_error(tmp_path):
+    config = write_toml(
+        tmp_path / "c.toml", tiny_raw(model={"arch": "conv", "channels": [8, 8, 8]})
+    )
+    proc = run("train", config, "--run-dir", tmp_path / "run", check=False)
+    assert proc.returncode == 2
+    assert "divisible by 8" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_data_list_shows_the_catalog():
+    out = run("data", "list").stdout
+    for name in ("fashion-mnist", "mnist", "sprites"):
+        assert name in out
