@@ -1,5 +1,6 @@
 """The real `vaekit` command, run in subprocesses as a user would run it."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import tiny_raw, write_toml
+from conftest import FASHION_DIR, needs_fashion, tiny_raw, write_toml
 from vaekit.cli import build_parser
 
 VAEKIT = [sys.executable, "-m", "vaekit"]
@@ -82,7 +83,7 @@ def test_reconstruct_writes_originals_above_reconstructions(trained_run, tmp_pat
     run("reconstruct", trained_run, "-n", 16, "-o", out)
     with Image.open(out) as img:
         # 16 images, 8 per row, each row of originals followed by its reconstructions: 4 rows.
-        assert img.size == (2 * (8 * 30 + 2), 2 * (4 * 30 + 2))
+        assert img.size == (2 * (8 * 30 + 2), 2 * (4 * 30 + 2 + 6))
 
 
 def test_evaluate_is_seeded_and_writes_eval_json(trained_run):
@@ -146,3 +147,43 @@ def test_data_list_shows_the_catalog():
     out = run("data", "list").stdout
     for name in ("fashion-mnist", "mnist", "sprites"):
         assert name in out
+
+
+@needs_fashion
+def test_data_download_from_a_local_mirror_verifies_real_files(serve, tmp_path):
+    url = serve(FASHION_DIR)
+    dest = tmp_path / "cache"
+    proc = run("data", "download", "fashion-mnist", "--mirror", url, "--dest", dest)
+    assert proc.stdout.strip().endswith(str(dest))
+    got = sorted(p.name for p in dest.iterdir())
+    assert got == sorted(p.name for p in FASHION_DIR.glob("*-ubyte.gz"))
+    for name in got:
+        assert (dest / name).read_bytes() == (FASHION_DIR / name).read_bytes()
+
+
+@needs_fashion
+def test_data_download_refuses_a_corrupt_mirror_and_keeps_nothing(serve, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for src in FASHION_DIR.glob("*-ubyte.gz"):
+        data = src.read_bytes()
+        if src.name.startswith("t10k-labels"):
+            data = gzip.compress(gzip.decompress(data)[:-10] + b"\x00" * 10)
+        (mirror / src.name).write_bytes(data)
+    dest = tmp_path / "cache"
+    proc = run(
+        "data", "download", "fashion-mnist", "--mirror", serve(mirror), "--dest", dest, check=False
+    )
+    assert proc.returncode == 2
+    assert "t10k-labels" in proc.stderr and "sha256" in proc.stderr
+    assert not (dest / "t10k-labels-idx1-ubyte.gz").exists()
+    assert not [p for p in dest.iterdir() if p.name.startswith(".") or "part" in p.name]
+
+
+@needs_fashion
+def test_data_info_reports_location_and_checksums():
+    info = json.loads(run("data", "info", "fashion-mnist", "--json").stdout)
+    assert info["location"] == str(FASHION_DIR) and info["checksums"] == "ok"
+    assert (info["train_count"], info["test_count"]) == (60000, 10000)
+    text = run("data", "info", "fashion-mnist").stdout
+    assert f"location: {FASHION_DIR}" in text and "checksums: ok" in text

@@ -97,6 +97,11 @@ def test_logistic_likelihood_refuses_binarized_data():
         )
 
 
+def test_binarize_and_dequantize_exclude_each_other():
+    with pytest.raises(ConfigError, match="exclude each other"):
+        config_from_dict({"data": {"binarize": "static", "dequantize": True}})
+
+
 def test_linear_warmup_needs_steps():
     with pytest.raises(ConfigError, match="warmup_steps"):
         config_from_dict({"objective": {"warmup": "linear"}})

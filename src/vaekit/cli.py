@@ -86,7 +86,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from vaekit.data import load_dataset, to_model_input
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.grid import interleave_rows, save_grid
+    from vaekit.viz.grid import save_pairs
 
     model = load_run(args.run)
     data = load_dataset(model.config.data, args.split)
@@ -97,7 +97,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if model.config.data.binarize != "none":
         x = (x > 0.5).float()
     out = Path(args.output or Path(args.run) / "pictures" / "reconstructions_cli.png")
-    save_grid(interleave_rows(x, model.reconstruct(x), nrow), out, nrow=nrow)
+    save_pairs(x, model.reconstruct(x), out, nrow=nrow)
     print(out)
     return 0
 
@@ -122,15 +122,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_data_list(args: argparse.Namespace) -> int:
     from vaekit.data.catalog import list_datasets
 
-    for row in list_datasets():
-        print("  ".join(str(v) for v in row.values()))
+    rows = [{"name": "NAME", "location": "LOCATION", "description": "DESCRIPTION"}]
+    rows += list_datasets()
+    name_w = max(len(r["name"]) for r in rows)
+    loc_w = max(len(r["location"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{name_w}}  {r['location']:<{loc_w}}  {r['description']}")
     return 0
+
+
+def _format_info(info: dict, indent: str = "") -> list[str]:
+    lines = []
+    for key, value in info.items():
+        label = key.replace("_", " ")
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            lines.append(f"{indent}{label}:")
+            for item in value:
+                lines.append(f"{indent}  " + "  ".join(str(v) for v in item.values()))
+        elif isinstance(value, list):
+            joined = ", ".join(str(v) for v in value)
+            lines.append(f"{indent}{label}: {joined}")
+        else:
+            lines.append(f"{indent}{label}: {value}")
+    return lines
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
     from vaekit.data.catalog import dataset_info
 
-    print(json.dumps(dataset_info(args.name), indent=2, default=str))
+    info = dataset_info(args.name)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print("\n".join(_format_info(info)))
     return 0
 
 
@@ -208,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_data_list)
     q = data_sub.add_parser("info", help="files, sizes, checksums and shapes of a dataset")
     q.add_argument("name")
+    q.add_argument("--json", action="store_true", help="print the facts as JSON")
     q.set_defaults(func=cmd_data_info)
     q = data_sub.add_parser("download", help="fetch a dataset with SHA-256 checks into the cache")
     q.add_argument("name")

@@ -155,6 +155,8 @@ class Config(_Section):
                 "model.likelihood = 'discretized_logistic' models the 8-bit pixels "
                 "themselves: set data.binarize = 'none' and data.dequantize = false"
             )
+        if self.data.binarize != "none" and self.data.dequantize:
+            raise ValueError("data.binarize and data.dequantize exclude each other")
         if self.model.likelihood != "bernoulli" and self.data.binarize != "none":
             raise ValueError("data.binarize is for model.likelihood = 'bernoulli'")
         if self.image_shape is not None:

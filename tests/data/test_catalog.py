@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import socket
 import struct
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import FASHION_DIR, needs_fashion
 from vaekit.data import catalog
 from vaekit.data.catalog import CatalogEntry, RemoteFile
 from vaekit.errors import DataError
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not installed in {FASHION_DIR}",
-)
 NAMES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -75,36 +67,6 @@ def toy(monkeypatch, tmp_path):
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     return source
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def serve():
-    """Start HTTP servers on 127.0.0.1 for folders; returns a function giving each one's URL."""
-    servers, requests = [], []
-
-    class Handler(_QuietHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            super().do_GET()
-
-    def start(folder: Path) -> str:
-        server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder))
-        )
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    start.requests = requests
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def refused_url() -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import FASHION_DIR, needs_fashion
 from vaekit.data.formats import (
     find_idx_split,
     idx_header,
@@ -22,12 +23,6 @@ from vaekit.data.formats import (
     to_uint8_nchw,
 )
 from vaekit.errors import DataError
-
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not installed in {FASHION_DIR}",
-)
 
 # An independent IDX writer: type code and big-endian dtype per numpy dtype.
 _CODES = {

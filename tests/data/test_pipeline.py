@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import needs_fashion
 from vaekit.config import DataConfig
 from vaekit.data import catalog
 from vaekit.data.pipeline import (
@@ -26,12 +27,6 @@ from vaekit.data.pipeline import (
     to_model_input,
 )
 from vaekit.errors import DataError
-
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(
-    not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not installed in {FASHION_DIR}",
-)
 
 
 def numbered(n: int, shape=(1, 4, 4)) -> ImageData:

@@ -31,7 +31,7 @@ from vaekit.models import VAE
 from vaekit.objectives import kl_weight, loss
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import MetricsLog
-from vaekit.viz.grid import interleave_rows, save_grid
+from vaekit.viz.grid import save_grid, save_pairs
 
 EVAL_SEED_OFFSET = 1_000_003  # validation noise is seeded apart from the training noise
 
@@ -116,11 +116,9 @@ def _save_pictures(
     model.train(was_training)
     nrow = 8
     save_grid(samples, pictures / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
-    save_grid(
-        interleave_rows(x_fixed, recon, nrow), pictures / "recon" / f"epoch_{epoch:03d}.png", nrow
-    )
+    save_pairs(x_fixed, recon, pictures / "recon" / f"epoch_{epoch:03d}.png", nrow)
     save_grid(samples, pictures / "samples.png", nrow=nrow)
-    save_grid(interleave_rows(x_fixed, recon, nrow), pictures / "reconstructions.png", nrow)
+    save_pairs(x_fixed, recon, pictures / "reconstructions.png", nrow)
 
 
 def train(
@@ -215,6 +213,7 @@ def train(
                     stats="",
                 )
                 sums = torch.zeros(3, dtype=torch.float64)
+                loss_sum = torch.zeros((), dtype=torch.float64)
                 seen = 0
                 start = time.perf_counter()
                 for i, xb in enumerate(
@@ -243,6 +242,7 @@ def train(
                     sums += (
                         torch.stack([terms.elbo, terms.recon, terms.kl]).detach().double().sum(1)
                     )
+                    loss_sum += objective.detach().double() * x.shape[0]
                     # Reading numbers back forces a sync; do it a few times per epoch only.
                     if (i + 1) % 20 == 0 or i + 1 == steps_per_epoch:
                         elbo, recon, kl = (sums / seen).tolist()
@@ -250,7 +250,8 @@ def train(
                         progress.update(
                             task,
                             completed=i + 1,
-                            stats=f"-elbo {-elbo:.2f}  recon {recon:.2f}  kl {kl:.2f}  "
+                            stats=f"loss {loss_sum.item() / seen:.2f}  recon {recon:.2f}  "
+                            f"kl {kl:.2f}  "
                             f"{rate:,.0f} samples/s",
                         )
                 seconds = time.perf_counter() - start
@@ -260,6 +261,7 @@ def train(
                 last = {
                     "epoch": epoch + 1,
                     "step": step,
+                    "train/loss": loss_sum.item() / seen,
                     "train/elbo": elbo,
                     "train/recon": recon,
                     "train/kl": kl,
@@ -291,7 +293,8 @@ def train(
                 console.print(
                     f"epoch {epoch + 1}/{cfg.train.epochs}  train elbo {elbo:.2f}  "
                     f"val elbo {val['elbo']:.2f} (recon {val['recon']:.2f}, kl {val['kl']:.2f})  "
-                    f"{seen / seconds:,.0f} samples/s"
+                    f"{seen / seconds:,.0f} samples/s",
+                    soft_wrap=True,
                 )
     finally:
         log.close()
