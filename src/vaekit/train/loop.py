@@ -94,7 +94,7 @@ def _make_scheduler(
 def _progress(console: Console, enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"),
         TimeElapsedColumn(),
