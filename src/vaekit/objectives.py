@@ -2,12 +2,14 @@
 
 Every estimator is a plain function of a model and a batch returning :class:`Terms` of
 ``[batch]`` tensors in nats. The batch mean happens in exactly one place, :func:`loss`.
+The importance-weighted bound :func:`iw_log_likelihood` is an evaluation estimator of log p(x)
+returning one float64 number per example.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,3 +107,72 @@ def kl_penalty(terms: Terms, free_bits: float) -> torch.Tensor:
 def loss(terms: Terms, kl_scale: float, free_bits: float = 0.0) -> torch.Tensor:
     """The scalar training loss: mean reconstruction term plus weighted KL penalty."""
     return terms.recon.mean() + kl_scale * kl_penalty(terms, free_bits)
+
+
+def streaming_logsumexp(chunks: Iterable[torch.Tensor]) -> torch.Tensor:
+    """log sum exp over dim 0 of all ``chunks`` concatenated, holding one chunk at a time.
+
+    Each chunk is [c, ...]; the result is [...] in float64. Folding the running total in as one
+    more row and reducing with ``torch.logsumexp`` keeps the max-shift stable (and all -inf rows
+    give -inf, not NaN) without ever storing every row.
+    """
+    total: torch.Tensor | None = None
+    for chunk in chunks:
+        chunk = chunk.double()
+        rows = chunk if total is None else torch.cat([total.unsqueeze(0), chunk])
+        total = torch.logsumexp(rows, dim=0)
+    if total is None:
+        raise ValueError("streaming_logsumexp needs at least one chunk")
+    return total
+
+
+def _log_weight_chunks(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    k: int,
+    chunk_size: int,
+    generator: torch.Generator | None,
+) -> Iterator[torch.Tensor]:
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) in float64, [c, B] per chunk of K."""
+    q = model.encode(x)
+    mean, std = q.mean, q.std
+    for start in range(0, k, chunk_size):
+        c = min(chunk_size, k - start)
+        # One [B, D] draw per importance sample, in the order of k: the noise of sample k then
+        # does not depend on how K is cut into chunks, so chunk_size cannot change the result
+        # (q.rsample((c,)) would draw a [c, B, D] block whose values depend on c).
+        eps = torch.stack(
+            [
+                torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+                for _ in range(c)
+            ]
+        )
+        z = mean + std * eps  # the reparameterised sample, as q.rsample draws it
+        log_px = model.likelihood.log_prob(model.decode(z), x)
+        yield log_px.double() + model.prior.log_prob(z).double() - q.log_prob(z).double()
+
+
+def iw_log_likelihood(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    k: int,
+    *,
+    chunk_size: int = 100,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-example importance-weighted estimate of log p(x), [B] float64 nats.
+
+    L_K = log (1/K) sum_k p(x, z_k) / q(z_k|x) with z_k ~ q(z|x) (Burda et al. 2015, eq. 8): a
+    lower bound in expectation that rises monotonically with K towards log p(x); K = 1 is the
+    single-sample (Monte Carlo) ELBO. Samples are decoded ``chunk_size`` at a time and folded
+    into a running log-sum-exp, so memory grows with chunk_size * B, never with K. Noise comes
+    from ``generator`` (or the global RNG), one [B, D] draw per sample in order, so the result
+    is independent of ``chunk_size`` up to float rounding. Gradients flow unless the caller
+    uses ``torch.no_grad()`` (evaluation should: the graph of every chunk would be kept).
+    """
+    if k < 1:
+        raise ValueError(f"k must be a positive number of importance samples, got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    chunks = _log_weight_chunks(model, x, k, min(chunk_size, k), generator)
+    return streaming_logsumexp(chunks) - math.log(k)

@@ -1,0 +1,221 @@
+"""Posterior-collapse diagnostics: which latents carry information about x, and how much.
+
+Plain functions of a model and batches of model input (float tensors [B, C, H, W], as
+:func:`seeded_model_inputs` makes them) or of posterior parameters. All in nats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.config import Config
+from vaekit.data.pipeline import ImageData, to_model_input
+from vaekit.models import VAE
+from vaekit.probability.gaussian import DiagonalGaussian
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+# Model input is prepared in blocks of this many images, whatever the batch size, so that the
+# binarization or dequantization noise of an example depends only on the seed and its index.
+INPUT_BLOCK = 1000
+
+# The N^2 D cost of the aggregate-posterior density caps the examples used for the MI estimate.
+MI_EXAMPLES = 1000
+
+# Purposes of derived seeds: one evaluation seed feeds independent streams.
+SEED_INPUT, SEED_ELBO, SEED_IW, SEED_MI, SEED_SUBSET, SEED_STATIC = 1, 2, 3, 4, 5, 6
+
+
+def derived_seed(seed: int, purpose: int) -> int:
+    """A 63-bit seed for one ``purpose`` from an evaluation ``seed`` (independent streams)."""
+    state = np.random.SeedSequence([seed % 2**64, 0xD1A6, purpose]).generate_state(2)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+def seeded_model_inputs(
+    data: ImageData, *, binarize: str, dequantize: bool, seed: int, batch_size: int
+) -> Iterator[torch.Tensor]:
+    """Float model input [B, C, H, W] of ``data`` in order, its noise fixed by ``seed``.
+
+    Dynamic binarization and dequantization draw from one generator, block by block of
+    :data:`INPUT_BLOCK` images, so every pass over the data with the same seed sees the same
+    inputs, whatever its ``batch_size`` (an ELBO pass and an importance-sampling pass agree).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    generator = torch.Generator().manual_seed(derived_seed(seed, SEED_INPUT))
+    pending: list[torch.Tensor] = []
+    count = 0
+    for start in range(0, len(data), INPUT_BLOCK):
+        block = data.images[start : start + INPUT_BLOCK]
+        pending.append(
+            to_model_input(block, binarize=binarize, dequantize=dequantize, generator=generator)
+        )
+        count += len(block)
+        while count >= batch_size:
+            joined = torch.cat(pending)
+            yield joined[:batch_size]
+            pending, count = [joined[batch_size:]], count - batch_size
+    if count:
+        yield torch.cat(pending)
+
+
+@torch.no_grad()
+def posterior_params(model: VAE, batches: Iterable[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Means and log-variances of q(z|x) for every example, each [N, D] float64."""
+    means, log_vars = [], []
+    for x in batches:
+        q = model.encode(x)
+        means.append(q.mean.double())
+        log_vars.append(q.log_var.double())
+    if not means:
+        raise ValueError("no batches: the diagnostics need at least one example")
+    return torch.cat(means), torch.cat(log_vars)
+
+
+def kl_per_dimension(model: VAE, batches: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Mean over examples of KL(q(z_u|x) || N(0, 1)) for each latent u, [D] float64 nats.
+
+    A dimension whose KL is near zero for every x carries no information about x: it has
+    collapsed to the prior (Bowman et al. 2016; Lucas et al. 2019).
+    """
+    mean, log_var = posterior_params(model, batches)
+    return DiagonalGaussian(mean, log_var).kl_per_dim().mean(0)
+
+
+def active_units(
+    posterior_means: torch.Tensor, threshold: float = 0.01
+) -> tuple[int, torch.Tensor]:
+    """Count latents with A_u = Cov_x(E_q[z_u]) > threshold, and the variances A_u, [D].
+
+    Burda et al. 2015, section 5.2: a unit is active when its posterior mean moves with x.
+    The variance is over the given examples (divisor N, the empirical distribution).
+    """
+    if posterior_means.dim() != 2 or len(posterior_means) < 1:
+        raise ValueError(f"need posterior means [N, D], got {tuple(posterior_means.shape)}")
+    variances = posterior_means.double().var(dim=0, correction=0)
+    return int((variances > threshold).sum()), variances
+
+
+def mutual_information_estimate(
+    mean: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor
+) -> float:
+    """I(x; z) of the empirical joint over N points, from samples z [S, N, D] or [N, D].
+
+    x is uniform over the N examples, z ~ q(z|x_n), and q(z) = (1/N) sum_m q(z|x_m) is the
+    aggregate posterior (Hoffman & Johnson 2016, "ELBO surgery"; He et al. 2019):
+    I = E_n E_{z ~ q(z|x_n)} [log q(z|x_n) - log q(z)], here averaged over the samples, so
+    it is unbiased for this N-point joint. Because q(z) includes the term m = n, each sample's
+    term is at most log N: the estimate can never exceed log N, and as an estimate of the
+    MI under the data distribution it is the InfoNCE lower bound (van den Oord et al. 2018;
+    Poole et al. 2019), which saturates near log N once the true MI is that large. Report N.
+    """
+    if mean.dim() != 2 or mean.shape != log_var.shape or z.shape[-2:] != mean.shape:
+        raise ValueError(
+            f"need mean and log_var [N, D] and z [S, N, D], got {tuple(mean.shape)}, "
+            f"{tuple(log_var.shape)} and {tuple(z.shape)}"
+        )
+    mean, log_var = mean.double(), log_var.double()
+    n, d = mean.shape
+    z = z.double().reshape(-1, n, d)
+    owner = torch.arange(n).repeat(z.shape[0])
+    rows = z.reshape(-1, d)
+    inv_var = torch.exp(-log_var)
+    norm = -0.5 * (d * _LOG_2PI + log_var.sum(-1))  # [N]
+    step = max(1, 2**22 // (n * d))  # bound the [rows, N, D] temporary near 32 MB
+    total = 0.0
+    for start in range(0, len(rows), step):
+        zc, oc = rows[start : start + step], owner[start : start + step]
+        # log q(z_r | x_m) for every row r and every example m: [r, N].
+        log_q = norm - 0.5 * ((zc[:, None, :] - mean) ** 2 * inv_var).sum(-1)
+        own = log_q.gather(1, oc[:, None]).squeeze(1)
+        aggregate = torch.logsumexp(log_q, dim=1) - math.log(n)
+        total += float((own - aggregate).sum())
+    return total / len(rows)
+
+
+def mutual_information(
+    model: VAE,
+    batches: Iterable[torch.Tensor],
+    *,
+    samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> float:
+    """I(x; z) under the aggregate posterior of the given examples (see the estimate's notes)."""
+    mean, log_var = posterior_params(model, batches)
+    return mutual_information_from_params(mean, log_var, samples=samples, generator=generator)
+
+
+def mutual_information_from_params(
+    mean: torch.Tensor,
+    log_var: torch.Tensor,
+    *,
+    samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Draw ``samples`` z ~ q(z|x_n) per example and apply :func:`mutual_information_estimate`."""
+    eps = torch.randn((samples, *mean.shape), generator=generator, dtype=mean.dtype)
+    z = mean + torch.exp(0.5 * log_var) * eps
+    return mutual_information_estimate(mean, log_var, z)
+
+
+def collapse_diagnostics(
+    model: VAE,
+    data: ImageData,
+    config: Config,
+    *,
+    seed: int,
+    max_examples: int | None = None,
+    mi_examples: int = MI_EXAMPLES,
+    binarization: str | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """KL per latent, active units and I(x; z) of a model on ``data``, as a JSON-ready dict.
+
+    Uses the first ``max_examples`` examples (all by default) for the KL and active units, and
+    a seeded random subset of ``mi_examples`` of them for the mutual information, whose cost
+    grows as N^2. ``binarization`` defaults to the run's ``data.binarize``.
+    """
+    if mi_examples < 1:
+        raise ValueError(f"mi_examples must be positive, got {mi_examples}")
+    binarize = binarization or config.data.binarize
+    if max_examples is not None and max_examples < len(data):
+        data = data.subset(torch.arange(max_examples))
+    inputs = seeded_model_inputs(
+        data,
+        binarize=binarize,
+        dequantize=config.data.dequantize and binarize == "none",
+        seed=seed,
+        batch_size=batch_size or config.train.eval_batch_size,
+    )
+    mean, log_var = posterior_params(model, inputs)
+    kl = DiagonalGaussian(mean, log_var).kl_per_dim().mean(0)
+    count, variances = active_units(mean)
+    order = torch.argsort(kl, descending=True, stable=True)
+    n_mi = min(mi_examples, len(mean))
+    subset = torch.randperm(
+        len(mean), generator=torch.Generator().manual_seed(derived_seed(seed, SEED_SUBSET))
+    )[:n_mi]
+    mi = mutual_information_from_params(
+        mean[subset],
+        log_var[subset],
+        generator=torch.Generator().manual_seed(derived_seed(seed, SEED_MI)),
+    )
+    return {
+        "examples": len(mean),
+        "latent_dim": mean.shape[1],
+        "kl_per_dim": kl.tolist(),
+        "kl_per_dim_sorted": kl[order].tolist(),
+        "kl_order": order.tolist(),
+        "active_units": count,
+        "active_threshold": 0.01,
+        "posterior_mean_variance": variances.tolist(),
+        "mutual_information": mi,
+        "mi_examples": n_mi,
+        "mi_upper_limit": math.log(n_mi),
+    }
