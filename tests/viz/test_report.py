@@ -14,14 +14,9 @@ from rich.console import Console
 from conftest import tiny_raw
 from vaekit.config import config_from_dict
 from vaekit.train.loop import train
-from vaekit.viz.report import (
-    PICTURES,
-    build_report,
-    format_metric,
-    read_scores,
-    score_picture_name,
-    write_scores,
-)
+from vaekit.viz.figures import PICTURES
+from vaekit.viz.report import build_report, format_metric
+from vaekit.viz.scores import read_scores, score_picture_name, write_scores
 
 EVAL = {
     "dataset": "sprites",

@@ -5,348 +5,52 @@ test data, draws every picture into ``RUN/pictures/`` and writes ``RUN/report.ht
 :func:`write_report`. The page needs nothing but itself: each image is inlined as a base64
 ``data:`` URI and the style sheet is inline, so it opens offline and can be mailed around.
 
-Anomaly scores live in ``RUN/scores/``: ``<name>.csv`` (columns ``index,score``) for the
-scored dataset, ``<name>.reference.csv`` for the run's own test images, and ``<name>.json``
-with ``dataset``, ``auroc`` and ``iw_k``; :func:`write_scores` writes all three.
+The pictures come from :mod:`vaekit.viz.figures`, anomaly scores from :mod:`vaekit.viz.scores`.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
 import math
-import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from vaekit.atomic import atomic_write_text
-from vaekit.data import ImageData, load_dataset, to_model_input
 from vaekit.errors import RunError
-from vaekit.models import VAE
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import read_metrics
-from vaekit.viz.animation import GIF_FILE, frame_paths, training_gif
-from vaekit.viz.grid import save_grid, save_pairs
-from vaekit.viz.latents import (
-    ACTIVE_THRESHOLD,
-    LatentSummary,
-    Mode,
-    save_interpolation,
-    save_latent_scatter,
-    save_manifold,
-    save_traversals,
-    summarize_posteriors,
+from vaekit.viz.animation import frame_paths, training_gif
+from vaekit.viz.figures import (
+    PICTURES,
+    ReportSettings,
+    draw_curves,
+    draw_interpolation,
+    draw_kl_per_dimension,
+    draw_manifold,
+    draw_reconstructions,
+    draw_samples,
+    draw_scatter,
+    draw_traversals,
+    load_test_split,
+    posterior_summary,
 )
-from vaekit.viz.plots import DPI, kl_per_dimension_plot, save_png, score_histogram, training_curves
+from vaekit.viz.latents import (
+    LatentSummary,
+)
+from vaekit.viz.plots import DPI
+from vaekit.viz.scores import read_scores, save_score_histogram, score_picture_name
 
 REPORT_FILE = "report.html"
-SCORES_DIR = "scores"
-
-# File names of the report's pictures under RUN/pictures/. Training's own pictures
-# (samples.png, reconstructions.png and the per-epoch folders) are never written here.
-PICTURES: dict[str, str] = {
-    "curves": "training_curves.png",
-    "kl": "kl_per_dimension.png",
-    "samples": "prior_samples.png",
-    "reconstructions": "test_reconstructions.png",
-    "interpolation_linear": "interpolation_linear.png",
-    "interpolation_slerp": "interpolation_slerp.png",
-    "manifold": "manifold.png",
-    "traversals": "traversals.png",
-    "scatter": "latent_scatter.png",
-    "gif": GIF_FILE,
-}
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """How many images each picture of the report shows (and the seed that picks them)."""
-
-    seed: int = 0
-    samples: int = 64
-    temperature: float = 1.0
-    reconstructions: int = 32
-    pairs: int = 8
-    steps: int = 10
-    manifold_n: int = 20
-    traversal_dims: int = 10
-    scatter_points: int = 5000
-    gif_frames: int = 40
-
-
-# --------------------------------------------------------------------------- pictures
-#
-# draw_* are the pictures of a run, one file each, as the command line asks for them:
-# a model from load_run (it carries .config), an output path, the sizes and a seed. The
-# test data and its posterior summary load on demand; build_report passes them in once.
-
-
-def display_images(data: ImageData) -> torch.Tensor:
-    """A dataset's uint8 images as floats in [0, 1], the way pictures show them.
-
-    Statically binarized data is already 0/255; dynamically binarized data is shown grey
-    (its Bernoulli means), like training's own reconstruction pictures.
-    """
-    return to_model_input(data.images, binarize="none", dequantize=False)
-
-
-def load_test_split(model: VAE) -> ImageData:
-    """The test images of the dataset a loaded run was trained on (RunError when empty)."""
-    data = load_dataset(model.config.data, "test")
-    if len(data) == 0:
-        raise RunError("the run's test split holds no images")
-    return data
-
-
-def _or_test(model: VAE, data: ImageData | None) -> ImageData:
-    return data if data is not None else load_test_split(model)
-
-
-def pick_images(data: ImageData, n: int, seed: int) -> torch.Tensor:
-    """``n`` images in [0, 1] drawn by a seeded permutation (repeating if the data is small)."""
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    return display_images(data.subset(order[torch.arange(n) % len(data)]))
-
-
-def posterior_summary(model: VAE, data: ImageData, seed: int = 0) -> LatentSummary:
-    """Posterior means, KL per dimension and activity over ``data``, the images prepared as in
-    training (seeded binarization or dequantization noise)."""
-    cfg = model.config.data
-    x = to_model_input(
-        data.images,
-        binarize=cfg.binarize,
-        dequantize=cfg.dequantize,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return summarize_posteriors(model, x)
-
-
-def draw_samples(
-    model: VAE, out: str | Path, *, n: int = 64, temperature: float = 1.0, seed: int = 0
-) -> Path:
-    """``n`` seeded prior draws decoded to the mean of p(x|z), as one PNG grid 8 wide."""
-    generator = torch.Generator().manual_seed(seed)
-    images = model.sample(n, temperature=temperature, generator=generator)
-    return save_grid(images, out, nrow=8)
-
-
-def draw_reconstructions(
-    model: VAE, out: str | Path, *, n: int = 32, seed: int = 0, data: ImageData | None = None
-) -> Path:
-    """Rows of ``n`` seeded test images, each above its reconstruction from the posterior mean."""
-    x = pick_images(_or_test(model, data), n, seed)
-    return save_pairs(x, model.reconstruct(x), out, nrow=8)
-
-
-def draw_interpolation(
-    model: VAE,
-    out: str | Path,
-    *,
-    mode: Mode = "linear",
-    pairs: int = 8,
-    steps: int = 10,
-    seed: int = 0,
-    data: ImageData | None = None,
-) -> Path:
-    """Interpolations between ``pairs`` seeded pairs of test images (the same pairs for
-    either ``mode``), one pair per row with the originals at the ends."""
-    x = pick_images(_or_test(model, data), 2 * pairs, seed + 1)
-    return save_interpolation(model, x[0::2], x[1::2], out, steps=steps, mode=mode)
-
-
-def draw_manifold(model: VAE, out: str | Path, *, n: int = 20) -> Path:
-    """The decoded 2-D latent plane, n x n (LatentDimError unless latent_dim == 2)."""
-    return save_manifold(model, out, n=n)
-
-
-def draw_traversals(
-    model: VAE,
-    out: str | Path,
-    *,
-    dims: int = 10,
-    seed: int = 0,
-    data: ImageData | None = None,
-    summary: LatentSummary | None = None,
-) -> Path:
-    """Traversals of the ``dims`` dimensions with the most KL on the test set, around the
-    posterior mean of one seeded test image."""
-    data = _or_test(model, data)
-    summary = summary if summary is not None else posterior_summary(model, data, seed)
-    return save_traversals(
-        model,
-        pick_images(data, 1, seed),
-        out,
-        order=summary.order(),
-        max_dims=dims,
-        kl_per_dim=summary.kl_per_dim,
-    )
-
-
-def draw_scatter(
-    model: VAE,
-    out: str | Path,
-    *,
-    points: int = 5000,
-    seed: int = 0,
-    data: ImageData | None = None,
-    summary: LatentSummary | None = None,
-) -> Path:
-    """Posterior means of (at most ``points``) test images, PCA to 2-D, coloured by class."""
-    data = _or_test(model, data)
-    summary = summary if summary is not None else posterior_summary(model, data, seed)
-    return save_latent_scatter(
-        summary.means, data.labels, data.class_names, out, max_points=points, seed=seed
-    )
-
-
-def draw_kl_per_dimension(
-    model: VAE,
-    out: str | Path,
-    *,
-    seed: int = 0,
-    data: ImageData | None = None,
-    summary: LatentSummary | None = None,
-) -> Path:
-    """Bar chart of each latent dimension's mean KL on the test set, active units marked."""
-    summary = (
-        summary if summary is not None else posterior_summary(model, _or_test(model, data), seed)
-    )
-    png = kl_per_dimension_plot(
-        summary.kl_per_dim.tolist(),
-        active=summary.active.tolist(),
-        active_rule=f"Cov_x E[z] > {ACTIVE_THRESHOLD:g}",
-    )
-    return save_png(png, out)
-
-
-def draw_curves(run_dir: str | Path, out: str | Path) -> Path:
-    """Train and validation curves of a run from its ``metrics.jsonl`` (RunError if none)."""
-    run_dir = Path(run_dir)
-    records = read_metrics(run_dir / ckpt.METRICS_FILE)
-    if not records:
-        raise RunError(f"{run_dir}: no training metrics ({ckpt.METRICS_FILE} empty or missing)")
-    try:
-        png = training_curves(records)
-    except ValueError as err:
-        raise RunError(f"{run_dir / ckpt.METRICS_FILE}: {err}") from None
-    return save_png(png, out)
-
-
-# --------------------------------------------------------------------------- scores
-
-
-def _safe_name(name: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return safe or "scores"
-
-
-def _write_csv(path: Path, scores: Sequence[float] | np.ndarray | torch.Tensor) -> None:
-    values = np.asarray(torch.as_tensor(scores).detach().cpu().double()).ravel()
-    lines = ["index,score"] + [f"{i},{float(v)!r}" for i, v in enumerate(values)]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def write_scores(
-    run_dir: str | Path,
-    name: str,
-    scores: Sequence[float] | np.ndarray | torch.Tensor,
-    in_scores: Sequence[float] | np.ndarray | torch.Tensor | None,
-    auroc: float | None,
-    meta: Mapping[str, Any] | None = None,
-) -> Path:
-    """Record anomaly scores of dataset ``name`` in ``RUN/scores/`` for the report.
-
-    Writes ``<name>.csv`` (``index,score``: one row per scored image),
-    ``<name>.reference.csv`` (the same for the run's test images, ``in_scores``) and
-    ``<name>.json`` holding ``dataset``, ``auroc`` and ``iw_k`` (from ``meta``, else None)
-    plus the rest of ``meta``. Characters outside ``[A-Za-z0-9._-]`` in ``name`` become
-    ``_``. Returns the path of ``<name>.csv``.
-    """
-    folder = Path(run_dir) / SCORES_DIR
-    safe = _safe_name(name)
-    scores_path = folder / f"{safe}.csv"
-    _write_csv(scores_path, scores)
-    reference_file = None
-    if in_scores is not None:
-        reference_file = f"{safe}.reference.csv"
-        _write_csv(folder / reference_file, in_scores)
-    meta = dict(meta or {})
-    summary = {
-        "name": safe,
-        "dataset": meta.pop("dataset", name),
-        "auroc": None if auroc is None else float(auroc),
-        "iw_k": meta.pop("iw_k", None),
-        "count": len(np.asarray(torch.as_tensor(scores)).ravel()),
-        "reference_count": None if in_scores is None else len(np.asarray(in_scores).ravel()),
-        "scores_file": scores_path.name,
-        "reference_file": reference_file,
-        **meta,
-    }
-    atomic_write_text(folder / f"{safe}.json", json.dumps(summary, indent=2) + "\n")
-    return scores_path
-
-
-def _read_csv(path: Path) -> np.ndarray:
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and "score" not in rows[0]:
-        raise RunError(f"{path}: expected columns index,score")
-    return np.asarray([float(r["score"]) for r in rows], dtype=float)
-
-
-@dataclass
-class ScoreSet:
-    """Anomaly scores of one dataset against the run's test data, as ``write_scores`` left them."""
-
-    name: str
-    summary: dict[str, Any]
-    scores: np.ndarray
-    reference: np.ndarray | None
-
-
-def read_scores(run_dir: str | Path) -> list[ScoreSet]:
-    """Every score set recorded in ``RUN/scores/`` (sorted by name); unreadable ones raise."""
-    folder = Path(run_dir) / SCORES_DIR
-    if not folder.is_dir():
-        return []
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            summary = json.loads(path.read_text())
-            scores = _read_csv(folder / summary["scores_file"])
-            ref = summary.get("reference_file")
-            reference = _read_csv(folder / ref) if ref else None
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            why = f"{type(err).__name__}: {err}"
-            raise RunError(f"{path}: unreadable score summary ({why})") from None
-        out.append(ScoreSet(summary.get("name", path.stem), summary, scores, reference))
-    return out
-
-
-def save_score_histogram(score_set: ScoreSet, path: str | Path, test_name: str = "test") -> Path:
-    """Overlaid histograms of a score set and its reference scores, AUROC in the title."""
-    groups: dict[str, np.ndarray] = {}
-    if score_set.reference is not None:
-        groups[f"{test_name} (in-distribution)"] = score_set.reference
-    groups[str(score_set.summary.get("dataset", score_set.name))] = score_set.scores
-    return save_png(score_histogram(groups, score_set.summary.get("auroc")), path)
-
-
-def score_picture_name(name: str) -> str:
-    """File name under RUN/pictures/ of the histogram of score set ``name``."""
-    return f"scores_{_safe_name(name)}.png"
-
 
 # --------------------------------------------------------------------------- build
 
