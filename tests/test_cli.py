@@ -74,7 +74,7 @@ def test_sample_writes_a_png_grid(trained_run, tmp_path):
     proc = run("sample", trained_run, "-n", 16, "-o", out, "--temperature", 0.8)
     assert proc.stdout.strip() == str(out)
     with Image.open(out) as img:
-        assert img.mode == "L" and img.size == (2 * (4 * 30 + 2),) * 2
+        assert img.mode == "L" and img.size == (2 * (8 * 30 + 2), 2 * (2 * 30 + 2))
         assert img.getextrema()[1] > 0  # not a blank grid
 
 
@@ -187,3 +187,81 @@ def test_data_info_reports_location_and_checksums():
     assert (info["train_count"], info["test_count"]) == (60000, 10000)
     text = run("data", "info", "fashion-mnist").stdout
     assert f"location: {FASHION_DIR}" in text and "checksums: ok" in text
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "default_name"),
+    [
+        ("interpolate", ["--mode", "slerp", "--pairs", 2, "--steps", 5], "interpolation_slerp.png"),
+        ("interpolate", ["--pairs", 2], "interpolation_linear.png"),
+        ("traverse", ["--dims", 3], "traversals.png"),
+        ("scatter", ["--points", 200], "latent_scatter.png"),
+        ("curves", [], "training_curves.png"),
+        ("animate", [], "training.gif"),
+    ],
+)
+def test_picture_commands_write_images(trained_run, tmp_path, command, args, default_name):
+    out = tmp_path / default_name
+    proc = run(command, trained_run, *args, "-o", out)
+    assert proc.stdout.strip() == str(out)
+    with Image.open(out) as img:
+        assert img.format in ("PNG", "GIF") and img.width > 50 and img.height > 50
+        assert img.convert("L").getextrema()[1] > img.convert("L").getextrema()[0]
+    # Without -o the picture goes where the report looks for it.
+    run(command, trained_run, *args)
+    assert (trained_run / "pictures" / default_name).is_file()
+
+
+def test_manifold_needs_a_two_dimensional_latent(trained_run):
+    proc = run("manifold", trained_run, check=False)
+    assert proc.returncode == 2 and "latent_dim" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_with_importance_sampling(trained_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    proc = run("evaluate", copy, "--iw", 20, "--limit", 200, "--binarization", "static")
+    result = json.loads((copy / "eval.json").read_text())
+    assert result["iw_k"] == 20 and result["examples"] == 200
+    assert result["binarization"] == "static" and result["seed"] == 0
+    # The IW bound with K=20 is tighter than the ELBO on average.
+    assert result["iw_nll"] < result["nll_upper_bound"]
+    assert f"IW-NLL (K=20)  {result['iw_nll']:.3f}" in proc.stdout
+    assert result["diagnostics"]["latent_dim"] == 3
+
+
+def test_score_flags_noise_images_and_feeds_the_report(trained_run, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy)
+    noise = np.random.default_rng(0).integers(0, 256, size=(150, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "noise.npy", noise)
+    out = tmp_path / "scores.csv"
+    proc = run(
+        "score",
+        copy,
+        "--data",
+        tmp_path / "noise.npy",
+        "--split",
+        "train",
+        "--limit",
+        100,
+        "-o",
+        out,
+    )
+    rows = out.read_text().splitlines()
+    assert rows[0] == "index,score" and len(rows) == 101
+    summary = json.loads((copy / "scores" / "noise.json").read_text())
+    # Uniform noise is nothing like sprites: almost every noise image scores higher.
+    assert summary["auroc"] > 0.95
+    assert f"{summary['auroc']:.4f}" in proc.stdout
+    report = Path(run("report", copy).stdout.strip())
+    assert report == copy / "report.html"
+    html = report.read_text()
+    assert "noise" in html and f"{summary['auroc']:.3f}" in html

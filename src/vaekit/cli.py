@@ -64,41 +64,108 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _picture_path(args: argparse.Namespace, key: str) -> Path:
+    """The ``-o`` path, or the report's file for this picture under RUN/pictures/."""
+    from vaekit.train.checkpoint import PICTURES_DIR
+    from vaekit.viz.figures import PICTURES
+
+    return Path(args.output) if args.output else Path(args.run) / PICTURES_DIR / PICTURES[key]
+
+
+def _positive(value: float, flag: str) -> None:
+    if value <= 0:
+        raise VaekitError(f"{flag} must be positive, got {value}")
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.grid import save_grid
+    from vaekit.viz.figures import draw_samples
 
-    if args.n <= 0:
-        raise VaekitError(f"-n must be positive, got {args.n}")
-    if args.temperature <= 0:
-        raise VaekitError(f"--temperature must be positive, got {args.temperature}")
+    _positive(args.n, "-n")
+    _positive(args.temperature, "--temperature")
     model = load_run(args.run)
-    gen = torch.Generator().manual_seed(args.seed)
-    images = model.sample(args.n, temperature=args.temperature, generator=gen)
-    out = Path(args.output or Path(args.run) / "pictures" / "samples_cli.png")
-    save_grid(images, out)
-    print(out)
+    out = _picture_path(args, "samples")
+    print(draw_samples(model, out, n=args.n, temperature=args.temperature, seed=args.seed))
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from vaekit.data import load_dataset, to_model_input
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.grid import save_pairs
+    from vaekit.viz.figures import draw_reconstructions
 
+    _positive(args.n, "-n")
     model = load_run(args.run)
-    data = load_dataset(model.config.data, args.split)
-    n = min(args.n, len(data))
-    nrow = min(8, n)
-    n -= n % nrow
-    x = to_model_input(data.images[:n], binarize="none", dequantize=False)
-    if model.config.data.binarize != "none":
-        x = (x > 0.5).float()
-    out = Path(args.output or Path(args.run) / "pictures" / "reconstructions_cli.png")
-    save_pairs(x, model.reconstruct(x), out, nrow=nrow)
-    print(out)
+    out = _picture_path(args, "reconstructions")
+    print(draw_reconstructions(model, out, n=args.n, seed=args.seed))
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from vaekit.train.checkpoint import load_run
+    from vaekit.viz.figures import draw_interpolation
+
+    _positive(args.pairs, "--pairs")
+    _positive(args.steps, "--steps")
+    model = load_run(args.run)
+    out = _picture_path(args, f"interpolation_{args.mode}")
+    print(
+        draw_interpolation(
+            model, out, mode=args.mode, pairs=args.pairs, steps=args.steps, seed=args.seed
+        )
+    )
+    return 0
+
+
+def cmd_manifold(args: argparse.Namespace) -> int:
+    from vaekit.train.checkpoint import load_run
+    from vaekit.viz.figures import draw_manifold
+
+    _positive(args.n, "-n")
+    model = load_run(args.run)
+    print(draw_manifold(model, _picture_path(args, "manifold"), n=args.n))
+    return 0
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    from vaekit.train.checkpoint import load_run
+    from vaekit.viz.figures import draw_traversals
+
+    _positive(args.dims, "--dims")
+    model = load_run(args.run)
+    out = _picture_path(args, "traversals")
+    print(draw_traversals(model, out, dims=args.dims, seed=args.seed))
+    return 0
+
+
+def cmd_scatter(args: argparse.Namespace) -> int:
+    from vaekit.train.checkpoint import load_run
+    from vaekit.viz.figures import draw_scatter
+
+    _positive(args.points, "--points")
+    model = load_run(args.run)
+    out = _picture_path(args, "scatter")
+    print(draw_scatter(model, out, points=args.points, seed=args.seed))
+    return 0
+
+
+def cmd_animate(args: argparse.Namespace) -> int:
+    from vaekit.viz.animation import training_gif
+
+    print(training_gif(args.run, _picture_path(args, "gif"), duration_ms=args.duration_ms))
+    return 0
+
+
+def cmd_curves(args: argparse.Namespace) -> int:
+    from vaekit.viz.figures import draw_curves
+
+    print(draw_curves(args.run, _picture_path(args, "curves")))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vaekit.viz.report import build_report
+
+    print(build_report(args.run, seed=args.seed))
     return 0
 
 
@@ -106,17 +173,116 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from vaekit.evaluate import evaluate_run
     from vaekit.train.checkpoint import EVAL_FILE
 
-    result = evaluate_run(args.run, split=args.split, seed=args.seed, batch_size=args.batch_size)
+    if args.iw is not None:
+        _positive(args.iw, "--iw")
+    _positive(args.chunk_size, "--chunk-size")
+    result = evaluate_run(
+        args.run,
+        split=args.split,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        iw_k=args.iw,
+        chunk_size=args.chunk_size,
+        binarization=args.binarization,
+        diagnostics=not args.no_diagnostics,
+        limit=args.limit,
+    )
     print(
-        f"{result['dataset']} {result['split']} ({result['examples']} examples, seed {args.seed})"
+        f"{result['dataset']} {result['split']} ({result['examples']} examples, "
+        f"binarization {result['binarization']}, seed {args.seed})"
     )
     print(f"  ELBO            {result['elbo']:.3f} nats")
     print(f"  reconstruction  {result['recon']:.3f} nats")
     print(f"  KL              {result['kl']:.3f} nats")
     if "bits_per_dim" in result:
         print(f"  bits/dim        {result['bits_per_dim']:.4f} (upper bound from the ELBO)")
+    if "iw_nll" in result:
+        print(
+            f"  IW-NLL (K={result['iw_k']})  {result['iw_nll']:.3f} nats"
+            f"  [{result['iw_seconds']:.1f} s]"
+        )
+        if "iw_bits_per_dim" in result:
+            print(f"  IW bits/dim     {result['iw_bits_per_dim']:.4f}")
+    diag = result.get("diagnostics")
+    if diag:
+        print(
+            f"  active units    {diag['active_units']} of {diag['latent_dim']}"
+            f"   I(x;z) {diag['mutual_information']:.3f} nats"
+            f" (at most log {diag['mi_examples']} = {diag['mi_upper_limit']:.3f})"
+        )
     print(f"written to {Path(args.run) / EVAL_FILE}")
     return 0
+
+
+def _other_dataset(config, spec: str):
+    """The run's data config pointed at another dataset, resized to the run's image shape."""
+    from vaekit.config import DataConfig
+    from vaekit.data.catalog import known_names
+
+    raw = config.data.model_dump()
+    c, h, _ = config.image_shape
+    if spec in known_names():
+        raw.update(name=spec, path=None)
+    else:
+        raw.update(name=None, path=Path(spec))
+    raw.update(image_size=h, channels=c)
+    return DataConfig.model_validate(raw)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from vaekit.atomic import atomic_write_text
+    from vaekit.data import load_dataset
+    from vaekit.evaluate import auroc, score_examples
+    from vaekit.train.checkpoint import load_run
+    from vaekit.viz.scores import write_scores
+
+    if args.iw is not None:
+        _positive(args.iw, "--iw")
+    model = load_run(args.run)
+    config = model.config
+    other = load_dataset(_other_dataset(config, args.data), args.split)
+    reference = load_dataset(config.data, "test")
+    if args.limit:
+        other = other.subset(torch_arange(min(args.limit, len(other))))
+        reference = reference.subset(torch_arange(min(args.limit, len(reference))))
+    kwargs = {"iw_k": args.iw, "seed": args.seed, "chunk_size": args.chunk_size}
+    scores = score_examples(model, config, other, **kwargs)
+    in_scores = score_examples(model, config, reference, **kwargs)
+    area = auroc(in_scores, scores)
+    name = args.name or Path(args.data).stem
+    meta = {
+        "dataset": args.data,
+        "split": args.split,
+        "iw_k": args.iw,
+        "seed": args.seed,
+        "score": f"IW-NLL (K={args.iw})" if args.iw else "-ELBO",
+        "reference": f"{config.data.name or config.data.path} test",
+    }
+    stored = write_scores(args.run, name, scores, in_scores, area, meta)
+    if args.output:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["index", "score"])
+        writer.writerows((i, repr(float(v))) for i, v in enumerate(scores.tolist()))
+        atomic_write_text(args.output, buf.getvalue())
+    kind = meta["score"]
+    print(
+        f"{args.data} {args.split}: {len(other)} images, mean {kind} {scores.mean():.2f} nats; "
+        f"{meta['reference']}: {len(reference)} images, mean {in_scores.mean():.2f} nats"
+    )
+    print(f"AUROC (higher score = {args.data}) {area:.4f}")
+    print(args.output or stored)
+    return 0
+
+
+def torch_arange(n: int):
+    """``torch.arange(n)`` without importing torch at CLI start-up."""
+    import torch
+
+    return torch.arange(n)
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
@@ -204,27 +370,124 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a trained model as a PNG grid")
-    p.add_argument("run", help="run directory")
+    def picture(name: str, help_text: str, key: str, seed: bool = True) -> argparse.ArgumentParser:
+        from vaekit.viz.figures import PICTURES
+
+        q = sub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("run", help="run directory")
+        q.add_argument("-o", "--output", help=f"output file (default RUN/pictures/{PICTURES[key]})")
+        if seed:
+            q.add_argument("--seed", type=int, default=0, help="picks the images (default 0)")
+        return q
+
+    p = picture("sample", "decoded draws from the prior, as a PNG grid", "samples")
     p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("-o", "--output", help="PNG file (default RUN/pictures/samples_cli.png)")
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior std")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("reconstruct", help="originals above their reconstructions, as a PNG")
-    p.add_argument("run", help="run directory")
+    p = picture("reconstruct", "test images above their reconstructions", "reconstructions")
     p.add_argument("-n", type=int, default=32, help="number of images (default 32)")
-    p.add_argument("-o", "--output", help="PNG file (default RUN/pictures/reconstructions_cli.png)")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("evaluate", help="test-set ELBO, reconstruction, KL (and bits/dim)")
+    p = picture(
+        "interpolate", "paths in latent space between pairs of test images", "interpolation_linear"
+    )
+    p.add_argument("--mode", choices=["linear", "slerp"], default="linear")
+    p.add_argument("--pairs", type=int, default=8, help="pairs of images, one per row")
+    p.add_argument("--steps", type=int, default=10, help="decoded points per path")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = picture(
+        "manifold", "the decoded 2-D latent plane (latent_dim 2 only)", "manifold", seed=False
+    )
+    p.add_argument("-n", type=int, default=20, help="grid points per axis (default 20)")
+    p.set_defaults(func=cmd_manifold)
+
+    p = picture("traverse", "one row per latent dimension (most KL first)", "traversals")
+    p.add_argument("--dims", type=int, default=10, help="dimensions to show (default 10)")
+    p.set_defaults(func=cmd_traverse)
+
+    p = picture("scatter", "posterior means of test images coloured by label", "scatter")
+    p.add_argument("--points", type=int, default=5000, help="test images to plot")
+    p.set_defaults(func=cmd_scatter)
+
+    p = picture("animate", "GIF of the fixed-z sample grid across epochs", "gif", seed=False)
+    p.add_argument("--duration-ms", type=int, default=500, help="time per frame")
+    p.set_defaults(func=cmd_animate)
+
+    p = picture(
+        "curves", "training and validation ELBO, recon and KL per epoch", "curves", seed=False
+    )
+    p.set_defaults(func=cmd_curves)
+
+    p = sub.add_parser(
+        "report",
+        help="write RUN/report.html with every number and picture",
+        description="Draw every picture and write one self-contained "
+        "report.html (images inlined; opens offline).",
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument("--seed", type=int, default=0, help="picks the images (default 0)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="test ELBO, IW-NLL, bits/dim and collapse diagnostics",
+        description="Evaluate a run on held-out data and write RUN/eval.json. "
+        "The same checkpoint and --seed give the same numbers.",
+    )
     p.add_argument("run", help="run directory")
     p.add_argument("--split", choices=["train", "val", "test"], default="test")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
+    p.add_argument(
+        "--iw",
+        type=int,
+        metavar="K",
+        help="also estimate -log p(x) with K importance samples (up to 5000)",
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=100,
+        help="importance samples per decoder pass; bounds memory (default 100)",
+    )
+    p.add_argument(
+        "--binarization",
+        choices=["dynamic", "static", "none"],
+        help="test-set protocol for Bernoulli models (default: the run's own)",
+    )
+    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--no-diagnostics",
+        action="store_true",
+        help="skip KL per dimension, active units and mutual information",
+    )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "score",
+        help="per-example -log p(x) of another dataset, with AUROC",
+        description="Score each image of DATASET (a catalog name or a path) "
+        "under the run's model, compare with the run's own test images (AUROC) "
+        "and store both in RUN/scores/ for the report. Images are resized and converted "
+        "to the run's image size and channels.",
+    )
+    p.add_argument("run", help="run directory")
+    p.add_argument(
+        "--data",
+        required=True,
+        metavar="DATASET",
+        help="catalog name (e.g. mnist, sprites) or a file/folder of images",
+    )
+    p.add_argument("-o", "--output", help="also write the scores to this CSV (index,score)")
+    p.add_argument("--iw", type=int, metavar="K", help="IW-NLL with K samples (default: -ELBO)")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk-size", type=int, default=100)
+    p.add_argument("--limit", type=int, help="score at most N images of each set")
+    p.add_argument("--name", help="name of the score set in the report (default: DATASET)")
+    p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("data", help="list, inspect and download datasets")
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
