@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# Each demo gets a fresh run directory, so an earlier demo's outputs are never overwritten.
+DEMO_RUN ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+
 demo: $(STAMP)
-	$(BIN)/vaekit train configs/demo.toml
+	$(BIN)/vaekit train configs/demo.toml --run-dir $(DEMO_RUN)
+	$(BIN)/vaekit evaluate $(DEMO_RUN) --iw 100 --limit 2000
+	$(BIN)/vaekit report $(DEMO_RUN)
+	@echo "demo report: $(DEMO_RUN)/report.html (open it in a browser)"
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -257,6 +257,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         "dataset": args.data,
         "split": args.split,
         "iw_k": args.iw,
+        "limit": args.limit,
         "seed": args.seed,
         "score": f"IW-NLL (K={args.iw})" if args.iw else "-ELBO",
         "reference": f"{config.data.name or config.data.path} test",

@@ -444,8 +444,18 @@ def _scores_html(run: str, run_dir: Path, pictures: Mapping[str, Path]) -> str:
             "; the less the two histograms overlap, the better the model flags data unlike "
             "its training set."
         )
-        iw = f" --iw {k}" if k else ""
-        command = f"vaekit score {run} --data {shlex.quote(dataset)}{iw} -o scores.csv"
+        if isinstance(auroc, int | float) and auroc < 0.5:
+            caption += (
+                f" Below 0.5 the model finds {dataset} more likely than its own test data, a "
+                "known failure of likelihood-based detection on simpler images (Nalisnick "
+                "et al. 2019): the score measures complexity as much as novelty."
+            )
+        options = "".join(
+            f" --{flag} {info[key]}"
+            for flag, key in (("split", "split"), ("iw", "iw_k"), ("limit", "limit"))
+            if info.get(key) not in (None, "test")
+        )
+        command = f"vaekit score {run} --data {shlex.quote(dataset)}{options} -o scores.csv"
         parts.append(f"<h3>{_e(dataset)}</h3>")
         if path is not None and Path(path).is_file():
             parts.append(
