@@ -17,8 +17,10 @@ import torch
 from matplotlib.lines import Line2D
 
 from vaekit.atomic import atomic_write_bytes
+from vaekit.diagnostics import active_units, posterior_params
 from vaekit.errors import VaekitError
 from vaekit.models import VAE
+from vaekit.probability.gaussian import DiagonalGaussian
 from vaekit.viz.grid import save_labelled_grid
 from vaekit.viz.plots import figure_png, style_axes, styled
 
@@ -165,14 +167,11 @@ class LatentSummary:
 @torch.no_grad()
 def summarize_posteriors(model: VAE, x: torch.Tensor, batch_size: int = 500) -> LatentSummary:
     """Posterior means, mean KL per dimension and activity over the images ``x`` in [0, 1]."""
-    means, kls = [], []
-    for start in range(0, x.shape[0], batch_size):
-        q = model.encode(x[start : start + batch_size])
-        means.append(q.mean.double())
-        kls.append(q.kl_per_dim().double().sum(0))
-    m = torch.cat(means)
-    activity = m.var(0, unbiased=False) if m.shape[0] > 1 else torch.zeros(m.shape[1])
-    return LatentSummary(means=m.float(), kl_per_dim=sum(kls) / x.shape[0], activity=activity)
+    batches = (x[start : start + batch_size] for start in range(0, x.shape[0], batch_size))
+    mean, log_var = posterior_params(model, batches)
+    _, activity = active_units(mean)
+    kl = DiagonalGaussian(mean, log_var).kl_per_dim().mean(0)
+    return LatentSummary(means=mean.float(), kl_per_dim=kl, activity=activity)
 
 
 def traversal_dims(
