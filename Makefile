@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format clean bench
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+
+# Speed benchmark (not part of CI): bench/results/*.json and BENCHMARKS.md, about 15 minutes on
+# 2 cores. BENCH_ARGS adds options, e.g. BENCH_ARGS="--precision bf16" or "--quick".
+BENCH_ARGS ?=
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --scaling $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

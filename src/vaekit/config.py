@@ -134,6 +134,11 @@ class TrainConfig(_Section):
     num_threads: int | None = Field(default=None, gt=0, description="torch threads; default all")
     picture_count: int = Field(default=64, gt=0, description="images in per-epoch grids")
     progress: bool = True
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="bf16: the networks' products run under bfloat16 autocast; "
+        "probabilities and the loss stay float32",
+    )
 
 
 class Config(_Section):

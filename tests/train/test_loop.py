@@ -8,9 +8,9 @@ from safetensors.torch import load_file
 from conftest import tiny_raw
 from vaekit.config import config_from_dict
 from vaekit.data import load_dataset
-from vaekit.errors import RunError
+from vaekit.errors import ConfigError, RunError
 from vaekit.train import checkpoint as ckpt
-from vaekit.train.loop import resolve_config, train, validate
+from vaekit.train.loop import make_optimizer, resolve_config, train, train_step, validate
 
 
 def _weights(run_dir):
@@ -146,3 +146,35 @@ def test_resume_past_the_last_epoch_explains_how_to_continue(tmp_path, tiny_conf
     train(tiny_config, run)
     with pytest.raises(RunError, match=r"train\.epochs"):
         train(ckpt.read_run_config(run), run, resume=True)
+
+
+def test_bf16_precision_trains_with_float32_probabilities(tmp_path):
+    # train.precision = "bf16": products under bfloat16 autocast, the loss still float32.
+    config = config_from_dict(tiny_raw(train={"epochs": 1, "precision": "bf16"}))
+    result = train(config, tmp_path / "run")
+    assert torch.isfinite(torch.tensor(result.last["train/loss"]))
+    assert ckpt.read_run_config(tmp_path / "run").train.precision == "bf16"
+    model = ckpt.load_run(tmp_path / "run")
+    x = torch.rand(3, 1, 28, 28).round()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q = model.encode(x)
+        params = model.decode(q.mean)
+    assert q.mean.dtype == torch.float32 and params.dtype == torch.float32
+
+
+def test_precision_must_be_fp32_or_bf16():
+    with pytest.raises(ConfigError, match="precision"):
+        config_from_dict(tiny_raw(train={"precision": "fp16"}))
+
+
+def test_train_step_is_one_optimiser_step():
+    raw = config_from_dict(tiny_raw())
+    config = resolve_config(raw, load_dataset(raw.data, "train"))
+    torch.manual_seed(0)
+    model = ckpt.build_model(config)
+    optimizer = make_optimizer(model, config)
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.rand(8, 1, 28, 28).round()
+    terms, objective = train_step(model, optimizer, x, config, kl_scale=1.0)
+    assert terms.recon.shape == (8,) and objective.dim() == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

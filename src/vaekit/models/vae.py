@@ -14,6 +14,15 @@ from vaekit.probability.likelihoods import make_likelihood
 from vaekit.probability.priors import StandardNormal
 
 
+def _full_precision(params: torch.Tensor) -> torch.Tensor:
+    """Network outputs as float32 when autocast made them bfloat16 or float16.
+
+    The probability layer sums hundreds of per-pixel terms; in bfloat16 (8 bits of mantissa) a
+    sum near 200 nats would be off by about a nat, so it always sees float32 (or float64).
+    """
+    return params.float() if params.dtype in (torch.bfloat16, torch.float16) else params
+
+
 class VAE(nn.Module):
     """Encoder -> q(z|x), prior p(z), decoder -> p(x|z); see Kingma & Welling (2014)."""
 
@@ -36,11 +45,11 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """The approximate posterior q(z|x) for a batch of images in [0, 1]."""
-        return DiagonalGaussian.from_params(self.encoder(x))
+        return DiagonalGaussian.from_params(_full_precision(self.encoder(x)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Likelihood parameters for latents ``z`` ([..., D] -> [..., C*P, H, W])."""
-        return self.decoder(z)
+        return _full_precision(self.decoder(z))
 
     def elbo(self, x: torch.Tensor, estimator: str = "analytic") -> Terms:
         """Per-example reconstruction and KL terms, by the named estimator."""

@@ -28,7 +28,7 @@ from vaekit.config import Config, check_image_shape
 from vaekit.data import ImageData, iterate_batches, load_dataset, resolve_name, to_model_input
 from vaekit.errors import ConfigError, RunError
 from vaekit.models import VAE
-from vaekit.objectives import kl_weight, loss
+from vaekit.objectives import Terms, kl_weight, loss
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import MetricsLog
 from vaekit.viz.grid import save_grid, save_pairs
@@ -81,6 +81,54 @@ def validate(model: VAE, data: ImageData, config: Config, seed: int) -> dict[str
     model.train(was_training)
     elbo, recon, kl = (totals / len(data)).tolist()
     return {"elbo": elbo, "recon": recon, "kl": kl}
+
+
+def make_optimizer(model: VAE, cfg: Config) -> torch.optim.Adam:
+    """Adam with the run's learning rate and weight decay, as one fused kernel per step.
+
+    ``fused=True`` updates every parameter in a single kernel instead of about ten small
+    kernels per parameter tensor: 1.15x the training speed of the mlp recipe on 2 CPU
+    cores (bench/, side by side); the update is the same Adam.
+    """
+    return torch.optim.Adam(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=True
+    )
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The autocast context of ``train.precision``: bfloat16 products for "bf16", off for "fp32".
+
+    Under it only the networks' matrix products and convolutions run in bfloat16; the model
+    returns float32 network outputs, so likelihoods, KL and the loss are computed in float32.
+    """
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def train_step(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    cfg: Config,
+    *,
+    kl_scale: float,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> tuple[Terms, torch.Tensor]:
+    """One optimiser step on a batch of model inputs; returns its terms and the scalar loss.
+
+    The whole per-batch work of :func:`train` (and of the speed benchmark in ``bench/``), with
+    no host synchronisation: nothing is read back to Python here.
+    """
+    with autocast(cfg.train.precision, x.device):
+        terms = model.elbo(x, cfg.objective.estimator)
+        objective = loss(terms, kl_scale, cfg.objective.free_bits)
+    optimizer.zero_grad(set_to_none=True)
+    objective.backward()
+    if cfg.train.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return terms, objective
 
 
 def _make_scheduler(
@@ -153,9 +201,7 @@ def train(
     seed = cfg.train.seed
     torch.manual_seed(seed)
     model = ckpt.build_model(cfg)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
-    )
+    optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_data) / cfg.train.batch_size)
     total_steps = steps_per_epoch * cfg.train.epochs
     scheduler = _make_scheduler(optimizer, cfg, total_steps)
@@ -227,16 +273,14 @@ def train(
                         dequantize=cfg.data.dequantize,
                         generator=noise_gen,
                     )
-                    terms = model.elbo(x, cfg.objective.estimator)
-                    weight = kl_weight(cfg.objective, step, total_steps)
-                    objective = loss(terms, weight, cfg.objective.free_bits)
-                    optimizer.zero_grad(set_to_none=True)
-                    objective.backward()
-                    if cfg.train.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                    optimizer.step()
-                    if scheduler is not None:
-                        scheduler.step()
+                    terms, objective = train_step(
+                        model,
+                        optimizer,
+                        x,
+                        cfg,
+                        kl_scale=kl_weight(cfg.objective, step, total_steps),
+                        scheduler=scheduler,
+                    )
                     step += 1
                     seen += x.shape[0]
                     sums += (

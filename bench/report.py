@@ -1,0 +1,166 @@
+"""BENCHMARKS.md from every bench/results/*.json: one section per device and precision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# Targets of the speed issue, on the 2-core CPU machine, fp32 unless marked.
+TARGETS = {
+    ("mlp", "limit"): 0.85,
+    ("mlp", "pythae"): 1.4,
+    ("conv", "limit"): 0.7,
+    ("conv", "pythae"): 1.3,
+    ("iw-eval", "limit"): 0.8,
+}
+BF16_PYTHAE_TARGET = 2.0
+
+
+def _num(s: dict[str, float] | None, digits: int = 0) -> str:
+    """median (min-max) of a summary."""
+    if not s:
+        return "-"
+    fmt = f"{{:,.{digits}f}}"
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
+
+
+def _ratio(s: dict[str, float] | None) -> str:
+    if not s:
+        return "-"
+    return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def _mb(value: Any) -> str:
+    return f"{value:,.0f}" if isinstance(value, (int, float)) else "-"
+
+
+def section(result: dict[str, Any]) -> list[str]:
+    """The Markdown for one results file."""
+    m = result["machine"]
+    lines = [
+        f"## {result['name']}",
+        "",
+        f"{result['date']}; {m['cpu']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch "
+        f"threads, torch {m['torch']} ({m['blas']}), Python {m['python']}"
+        + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+        + f"; precision {result['precision']}; {result['repeats']} repeats"
+        + (" (QUICK smoke run: numbers not representative)" if result.get("quick") else "")
+        + f"; pythae: {result.get('pythae', '-')}.",
+        "",
+        "Medians with (min-max) over the repeats; ratios are taken per repeat (the contenders "
+        "ran back to back) and then summarised. Peak RSS in MiB, each in a fresh process.",
+        "",
+        "| workload | vaekit | bare-product limit | vaekit / limit | tutorial loop | "
+        "vaekit / tutorial | pythae | vaekit / pythae | peak RSS vaekit / tutorial / pythae |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, w in result["workloads"].items():
+        if "status" in w:
+            lines.append(f"| `{name}` | {w['status']} | | | | | | | |")
+            continue
+        if "errors" in w and "images_per_s" not in w and "vaekit" not in w:
+            lines.append(f"| `{name}` | error: {w['errors'][0][:120]} | | | | | | | |")
+            continue
+        if name == "iw-eval":
+            gpu = f" (GPU {w['peak_gpu_mb']:,.0f})" if "peak_gpu_mb" in w else ""
+            lines.append(
+                f"| `iw-eval` K={w['k']}, {w['images']} images | "
+                f"{_num(w['images_per_s'], 1)} images/s; {w['seconds']:.1f} s in all | "
+                f"{_num(w.get('limit_images_per_s'), 1)} | {_ratio(w.get('ratio_vs_limit'))} "
+                f"| | | | | {_mb(w['peak_rss_mb'])}{gpu} |"
+            )
+            continue
+        v, plain, py = w.get("vaekit", {}), w.get("plain", {}), w.get("pythae", {})
+        version = f" {py['version']}" if py.get("version") else ""
+        gpu = f" (GPU {v['peak_gpu_mb']:,.0f})" if "peak_gpu_mb" in v else ""
+        lines.append(
+            f"| `{name}` samples/s | {_num(v.get('samples_per_s'))} | "
+            f"{_num(v.get('limit_samples_per_s'))} | {_ratio(w.get('ratio_vs_limit'))} | "
+            f"{_num(plain.get('samples_per_s'))} | {_ratio(w.get('ratio_vs_plain'))} | "
+            f"{_num(py.get('samples_per_s'))}{version} | {_ratio(w.get('ratio_vs_pythae'))} | "
+            f"{_mb(v.get('peak_rss_mb'))}{gpu} / {_mb(plain.get('peak_rss_mb'))} / "
+            f"{_mb(py.get('peak_rss_mb'))} |"
+        )
+        for who, entry in (("vaekit", v), ("tutorial", plain), ("pythae", py)):
+            for err in entry.get("errors", [])[:1]:
+                lines.append(f"| | {who} error: {err[-160:]!r} | | | | | | | |")
+    lines += ["", *targets(result), ""]
+    if "scaling" in result:
+        lines += scaling(result["scaling"])
+    return lines
+
+
+def targets(result: dict[str, Any]) -> list[str]:
+    """Each target of the issue with the measured ratio and whether it is met."""
+    if result["machine"]["device"] != "cpu":
+        return []
+    rows = ["| target | measured (median, min-max) | met |", "|---|---|---|"]
+    precision = result["precision"]
+    for (name, peer), goal in TARGETS.items():
+        if precision != "fp32":
+            continue
+        s = result["workloads"].get(name, {}).get(f"ratio_vs_{peer}")
+        met = "-" if not s else ("yes" if s["median"] >= goal else "no")
+        rows.append(f"| `{name}` vaekit / {peer} >= {goal} | {_ratio(s)} | {met} |")
+    if precision == "bf16":
+        s = result["workloads"].get("mlp", {}).get("ratio_vs_pythae")
+        met = "-" if not s else ("yes" if s["median"] >= BF16_PYTHAE_TARGET else "no")
+        rows.append(
+            f"| `mlp` bf16 vaekit / pythae (fp32: pythae has no CPU bf16) >= "
+            f"{BF16_PYTHAE_TARGET} | {_ratio(s)} | {met} |"
+        )
+    return rows if len(rows) > 2 else []
+
+
+def scaling(s: dict[str, Any]) -> list[str]:
+    """The batch/latent table and the iw-eval memory-versus-K table."""
+    lines = [
+        "### Scaling (`mlp`, vaekit)",
+        "",
+        "| batch | latent | samples/s | peak RSS MiB |",
+        "|---|---|---|---|",
+    ]
+    for row in s.get("train", []):
+        value = _num(row.get("samples_per_s")) if "error" not in row else "error"
+        lines.append(
+            f"| {row['batch']} | {row['latent']} | {value} | {_mb(row.get('peak_rss_mb'))} |"
+        )
+    lines += [
+        "",
+        "### `iw-eval` memory versus K (chunk 100)",
+        "",
+        "| K | images | IW batch | seconds | RSS before IW MiB | peak RSS MiB | growth MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in s.get("iw_memory", []):
+        if "error" in row:
+            lines.append(f"| {row['k']} | {row['images']} | error | | | | |")
+            continue
+        growth = row["peak_rss_mb"] - row["rss_before_iw_mb"]
+        lines.append(
+            f"| {row['k']} | {row['images']} | {row['iw_batch']} | {row['seconds']:.1f} | "
+            f"{row['rss_before_iw_mb']:,.0f} | {row['peak_rss_mb']:,.0f} | {growth:,.0f} |"
+        )
+    return [*lines, ""]
+
+
+def write_markdown(results_dir: Path, path: Path) -> None:
+    """Rewrite ``path`` from every results file in ``results_dir``."""
+    lines = [
+        "# vaekit benchmarks",
+        "",
+        "Written by `make bench` (`bench/run.py`); do not edit by hand. Workloads: `mlp` "
+        "(784-512-256-(2x32) MLP VAE, Bernoulli, Adam 1e-3, batch 128), `conv` "
+        "(Conv(32,3,s2)-Conv(64,3,s2)-Linear(2x16) / Linear(7*7*32)-ConvT(64)-ConvT(32)-"
+        "ConvT(1), batch 128), `iw-eval` (IW-NLL, K = 5000, on the `mlp` model after one "
+        "epoch), on dynamically binarized Fashion-MNIST. The limit is the same model's bare "
+        "matrix products and convolutions (forward and backward) timed alone; see "
+        "bench/limits.py. The tutorial loop and pythae train the same nets (bench/peers.py).",
+        "",
+    ]
+    for file in sorted(results_dir.glob("*.json")):
+        lines += section(json.loads(file.read_text()))
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    tmp.rename(path)

@@ -1,0 +1,282 @@
+"""vaekit's side of the benchmark: training steps and importance-weighted evaluation through
+vaekit's own code (``vaekit.train.loop.train_step``, ``vaekit.objectives.iw_log_likelihood``).
+
+The training timer runs the body of ``vaekit.train.loop.train``: uint8 batches from
+``iterate_batches``, ``to_model_input`` (dynamic binarization), ``train_step`` with the KL
+warm-up weight and the cosine schedule, and the loop's running sums, read back every 20 steps
+as the progress bar does. Validation, pictures and checkpoints (once per epoch) are left out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import limits
+import torch
+from machine import peak_rss_mb
+
+import nets
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "mlp_fashion_binarized.toml"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def load_config(arch: str, latent: int, batch: int, precision: str):
+    """The mlp recipe's config with the workload's latent size, batch size and precision."""
+    from vaekit.config import load_config as load
+
+    cfg = load(CONFIG)
+    if cfg.data.name == "fashion-mnist":
+        from vaekit.data import catalog
+
+        if catalog.locate("fashion-mnist") is None:
+            cfg.data.name = "sprites"
+    cfg.model.latent_dim = latent
+    cfg.train.batch_size = batch
+    cfg.train.precision = precision
+    cfg.train.progress = False
+    return cfg
+
+
+def build(arch: str, cfg, image_shape, device: torch.device):
+    """The workload's VAE: vaekit's own MLP nets, or the bench's conv nets in vaekit's VAE."""
+    from vaekit.models import VAE
+    from vaekit.probability.likelihoods import Bernoulli
+    from vaekit.probability.priors import StandardNormal
+    from vaekit.train import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    if arch == "mlp":
+        model = ckpt.build_model(cfg)
+    else:
+        enc, dec = nets.make_nets(arch, cfg.model.latent_dim)
+        model = VAE(
+            enc,
+            dec,
+            StandardNormal(cfg.model.latent_dim),
+            Bernoulli(),
+            cfg.model.latent_dim,
+            tuple(image_shape),
+        )
+    return model.to(device)
+
+
+class Trainer:
+    """The per-batch work of vaekit's training loop, runnable for any number of steps."""
+
+    def __init__(self, arch: str, latent: int, batch: int, precision: str, device: str) -> None:
+        from vaekit.data import load_dataset
+        from vaekit.train.loop import make_optimizer, resolve_config
+
+        self.device = torch.device(device)
+        cfg = load_config(arch, latent, batch, precision)
+        data = load_dataset(cfg.data, "train")
+        self.cfg = resolve_config(cfg, data)
+        self.images = data.images.to(self.device)
+        self.model = build(arch, self.cfg, data.shape, self.device)
+        self.model.train()
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.steps_per_epoch = math.ceil(len(data) / batch)
+        self.total_steps = self.steps_per_epoch * self.cfg.train.epochs
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=self.total_steps
+        )
+        self.shuffle_gen = torch.Generator().manual_seed(1)
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(2)
+        self.step = 0
+        self._batches = self._forever()
+
+    def _forever(self):
+        from vaekit.data.pipeline import batch_indices
+
+        n = len(self.images)
+        while True:
+            for index in batch_indices(
+                n,
+                self.cfg.train.batch_size,
+                shuffle=True,
+                generator=self.shuffle_gen,
+                drop_last=False,
+            ):
+                # iterate_batches, with the index moved to the images' device (a GPU run).
+                yield self.images.index_select(0, index.to(self.images.device))
+
+    def run(self, steps: int) -> int:
+        """``steps`` optimiser steps; returns the number of examples seen."""
+        from vaekit.data import to_model_input
+        from vaekit.objectives import kl_weight
+        from vaekit.train.loop import train_step
+
+        cfg = self.cfg
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        for i, xb in enumerate(itertools.islice(self._batches, steps)):
+            x = to_model_input(
+                xb,
+                binarize=cfg.data.binarize,
+                dequantize=cfg.data.dequantize,
+                generator=self.noise_gen,
+            )
+            terms, objective = train_step(
+                self.model,
+                self.optimizer,
+                x,
+                cfg,
+                kl_scale=kl_weight(cfg.objective, self.step, self.total_steps),
+                scheduler=self.scheduler,
+            )
+            self.step += 1
+            seen += x.shape[0]
+            sums += torch.stack([terms.elbo, terms.recon, terms.kl]).detach().double().sum(1)
+            loss_sum += objective.detach().double() * x.shape[0]
+            if (i + 1) % 20 == 0:
+                (sums / seen).tolist()
+                loss_sum.item()
+        (sums / max(seen, 1)).tolist()
+        _sync(self.device)
+        return seen
+
+    def timed(self, steps: int) -> float:
+        """Training samples/s over ``steps`` steps."""
+        _sync(self.device)
+        start = time.perf_counter()
+        seen = self.run(steps)
+        return seen / (time.perf_counter() - start)
+
+
+def train_limit_ops(trainer: Trainer, channels_last: bool = False):
+    """The bare forward and backward products of the trainer's model at its batch size."""
+    dtype = torch.bfloat16 if trainer.cfg.train.precision == "bf16" else torch.float32
+    return limits.layer_ops(
+        trainer.model,
+        trainer.cfg.train.batch_size,
+        tuple(trainer.cfg.image_shape),
+        backward=True,
+        dtype=dtype,
+        channels_last=channels_last,
+    )
+
+
+def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """vaekit training samples/s, and the bare-product limit measured in turn with it."""
+    trainer = Trainer(
+        spec["arch"], spec["latent"], spec["batch"], spec["precision"], spec["device"]
+    )
+    trainer.run(spec["warmup"])
+    rates, limit_rates = [], []
+    ops = train_limit_ops(trainer) if spec.get("limit", True) else None
+    batch = spec["batch"]
+    rss = None
+    for r in range(spec["inner"]):
+        rates.append(trainer.timed(spec["steps"]))
+        if r == 0:
+            rss = peak_rss_mb()  # before the limit's buffers exist: vaekit's own footprint
+        if ops is not None:
+            limit_rates.append(batch / limits.time_ops(ops, trainer.device, spec["limit_seconds"]))
+    out: dict[str, Any] = {"samples_per_s": rates, "peak_rss_mb": rss}
+    if ops is not None:
+        out["limit_samples_per_s"] = limit_rates
+        cfg = trainer.cfg
+        out["flops_per_sample"] = (
+            limits.flops(trainer.model, batch, tuple(cfg.image_shape), backward=True) / batch
+        )
+    if trainer.device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def iw_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """IW-NLL images/s over the test images in blocks, with the decoder-product limit between."""
+    from vaekit.data import load_dataset
+    from vaekit.diagnostics import seeded_model_inputs
+    from vaekit.evaluate import iw_batch_size
+    from vaekit.objectives import iw_log_likelihood
+
+    device = torch.device(spec["device"])
+    k, chunk = spec["k"], spec["chunk"]
+    precision = spec["precision"]
+    if spec.get("train_steps", 0):
+        trainer = Trainer("mlp", 32, 128, "fp32", spec["device"])
+        trainer.run(spec["train_steps"])
+        model, cfg = trainer.model, trainer.cfg
+        del trainer.images
+    else:
+        cfg = load_config("mlp", 32, 128, "fp32")
+        from vaekit.data import load_dataset as _ld
+        from vaekit.train.loop import resolve_config
+
+        cfg = resolve_config(cfg, _ld(cfg.data, "val"))
+        model = build("mlp", cfg, tuple(cfg.image_shape), device)
+    model.eval()
+    test = load_dataset(cfg.data, "test")
+    test = test.subset(torch.arange(min(spec["images"], len(test))))
+    batch = iw_batch_size(model, k, chunk, cfg.train.eval_batch_size)
+    rss_before = peak_rss_mb()
+    inputs = [
+        x.to(device)
+        for x in seeded_model_inputs(
+            test, binarize="dynamic", dequantize=False, seed=0, batch_size=batch
+        )
+    ]
+    blocks = max(1, min(spec["blocks"], len(inputs)))
+    per_block = math.ceil(len(inputs) / blocks)
+    generator = torch.Generator(device=device).manual_seed(0)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    ops = None
+    if spec.get("limit", True):
+        ops = limits.layer_ops(
+            model,
+            min(k, chunk) * batch,
+            (1, 28, 28),
+            backward=False,
+            modules="decoder",
+            dtype=dtype,
+        )
+    rates, limit_rates, values = [], [], []
+    total_seconds = 0.0
+    with torch.no_grad():
+        for b in range(blocks):
+            part = inputs[b * per_block : (b + 1) * per_block]
+            if not part:
+                continue
+            _sync(device)
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                for x in part:
+                    values.append(
+                        iw_log_likelihood(model, x, k, chunk_size=chunk, generator=generator).cpu()
+                    )
+            _sync(device)
+            seconds = time.perf_counter() - start
+            total_seconds += seconds
+            rates.append(sum(len(x) for x in part) / seconds)
+            if ops is not None:
+                t = limits.time_ops(ops, device, spec["limit_seconds"])
+                # One chunk of `batch` images costs t; an image needs ceil(K / chunk) chunks.
+                limit_rates.append(batch / (t * math.ceil(k / min(k, chunk))))
+    out: dict[str, Any] = {
+        "images_per_s": rates,
+        "seconds": total_seconds,
+        "images": sum(len(v) for v in values),
+        "k": k,
+        "chunk": chunk,
+        "iw_batch": batch,
+        "iw_nll": -torch.cat(values).mean().item(),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_iw_mb": rss_before,
+    }
+    if ops is not None:
+        out["limit_images_per_s"] = limit_rates
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
