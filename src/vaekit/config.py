@@ -1,6 +1,7 @@
 """Typed run configuration: pydantic models, TOML files and dotted command-line overrides.
 
-A config has four sections, ``[data]``, ``[model]``, ``[objective]`` and ``[train]``.
+A config has the sections ``[data]``, ``[model]`` (with ``[model.quantizer]`` for a VQ-VAE),
+``[objective]``, ``[train]`` and ``[prior]`` (the VQ-VAE's prior over codes).
 Every section forbids unknown keys, so a typo is an error naming the key and the file
 instead of a silently ignored setting.
 """
@@ -67,11 +68,41 @@ class DataConfig(_Section):
         return self
 
 
+class QuantizerConfig(_Section):
+    """The VQ-VAE codebook: its size, how it learns, and how it stays in use."""
+
+    num_codes: int = Field(default=512, gt=1, description="K, the number of codebook vectors")
+    code_dim: int = Field(default=64, gt=0, description="D, the size of each code vector")
+    update: Literal["ema", "loss"] = Field(
+        default="ema",
+        description="ema: codes move to running means of their vectors; "
+        "loss: codes learn by the codebook loss ||sg(z_e) - z_q||^2",
+    )
+    ema_decay: float = Field(default=0.99, gt=0.0, lt=1.0)
+    ema_epsilon: float = Field(
+        default=1e-5, gt=0.0, description="Laplace smoothing of the EMA code counts"
+    )
+    dead_code_steps: int = Field(
+        default=200,
+        ge=0,
+        description="re-initialise a code unused for this many training steps from encoder "
+        "outputs; 0 never does",
+    )
+    kmeans_init: bool = Field(
+        default=True, description="start the codebook from k-means on the first batch's vectors"
+    )
+    kmeans_iters: int = Field(default=10, gt=0)
+
+
 class ModelConfig(_Section):
     """The networks, the latent space and the likelihood p(x|z)."""
 
-    kind: Literal["vae"] = "vae"
-    arch: Literal["mlp", "conv"] = "conv"
+    kind: Literal["vae", "vqvae"] = Field(
+        default="vae", description="vae: Gaussian latents; vqvae: a map of discrete codes"
+    )
+    arch: Literal["mlp", "conv", "resnet"] = Field(
+        default="conv", description="resnet: strided convs and residual blocks (vqvae)"
+    )
     latent_dim: int = Field(default=16, gt=0)
     hidden: list[int] = Field(default=[512, 256], description="MLP hidden widths (encoder order)")
     channels: list[int] = Field(
@@ -84,6 +115,10 @@ class ModelConfig(_Section):
     learned_scale: Literal["global", "pixel"] = Field(
         default="global", description="one learned sigma, or one per pixel"
     )
+    hidden_channels: int = Field(default=64, gt=0, description="resnet: width of the feature maps")
+    residual_blocks: int = Field(default=2, ge=0, description="resnet: blocks at each end")
+    residual_channels: int = Field(default=32, gt=0, description="resnet: width inside a block")
+    quantizer: QuantizerConfig = QuantizerConfig()
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> ModelConfig:
@@ -93,6 +128,11 @@ class ModelConfig(_Section):
                 raise ValueError(f"model.{key} must hold positive sizes, got {sizes}")
         if self.arch == "conv" and not self.channels:
             raise ValueError("model.channels must list at least one conv layer")
+        if (self.kind == "vqvae") != (self.arch == "resnet"):
+            raise ValueError(
+                "model.kind = 'vqvae' goes with model.arch = 'resnet' (and resnet is for vqvae "
+                f"only so far); got kind {self.kind!r} with arch {self.arch!r}"
+            )
         return self
 
 
@@ -111,6 +151,11 @@ class ObjectiveConfig(_Section):
     )
     free_bits: float = Field(
         default=0.0, ge=0.0, description="lambda: floor on each latent's batch-mean KL, in nats"
+    )
+    commitment: float = Field(
+        default=0.25,
+        ge=0.0,
+        description="vqvae: weight beta of the commitment term ||z_e - sg(z_q)||^2",
     )
 
     @model_validator(mode="after")
@@ -141,6 +186,27 @@ class TrainConfig(_Section):
     )
 
 
+class PriorConfig(_Section):
+    """The autoregressive prior over a VQ-VAE's code maps, fit by ``vaekit train-prior``."""
+
+    dim: int = Field(default=128, gt=0, description="transformer width")
+    layers: int = Field(default=4, gt=0)
+    heads: int = Field(default=4, gt=0)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(default=20, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=1e-3, gt=0.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> PriorConfig:
+        if self.dim % self.heads:
+            raise ValueError(
+                f"prior.dim ({self.dim}) must be divisible by prior.heads ({self.heads})"
+            )
+        return self
+
+
 class Config(_Section):
     """A whole run: what a ``config.toml`` holds."""
 
@@ -148,6 +214,9 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     train: TrainConfig = TrainConfig()
+    prior: PriorConfig = Field(
+        default=PriorConfig(), description="vqvae only: the learned prior over codes"
+    )
     image_shape: list[int] | None = Field(
         default=None, description="[C, H, W], filled in when the data is loaded"
     )
@@ -173,10 +242,15 @@ def check_image_shape(model: ModelConfig, shape: list[int]) -> None:
     """Raise ValueError when the conv net cannot map images of ``shape`` to and fro."""
     if len(shape) != 3 or any(s <= 0 for s in shape):
         raise ValueError(f"image_shape must be [C, H, W] with positive sizes, got {shape}")
-    if model.arch != "conv":
+    if model.arch == "mlp":
         return
     _, height, width = shape
-    factor = 2 ** len(model.channels)
+    factor = 4 if model.arch == "resnet" else 2 ** len(model.channels)
+    if model.arch == "resnet" and (height % factor or width % factor):
+        raise ValueError(
+            f"the resnet downsamples by 4, so the image size must be divisible by 4; "
+            f"{height}x{width} is not (set data.image_size)"
+        )
     if height % factor or width % factor:
         raise ValueError(
             f"model.channels has {len(model.channels)} stride-2 layers, so the image size must be "

@@ -36,6 +36,48 @@ class Terms:
         """The evidence lower bound log p(x) >= -(recon + kl), [B]."""
         return -(self.recon + self.kl)
 
+    def logged(self) -> dict[str, torch.Tensor]:
+        """The per-example numbers training and validation average and log, [B] each."""
+        return {"elbo": self.elbo, "recon": self.recon, "kl": self.kl}
+
+
+@dataclass(frozen=True)
+class VQTerms:
+    """Per-example VQ-VAE terms, [B] each, and the chosen codes [B, H, W].
+
+    ``recon`` = -log p(x|z_q); ``codebook`` = ||sg(z_e) - z_q||^2 and ``commitment`` =
+    ||z_e - sg(z_q)||^2, summed over an example's positions. ``kl`` is the rate under a uniform
+    prior over codes: q(z|x) is one-hot, so KL(q || uniform) = H W log K, a constant
+    (van den Oord et al. 2017, section 3.1), and ``elbo`` is the bound that prior gives.
+    """
+
+    recon: torch.Tensor
+    codebook: torch.Tensor
+    commitment: torch.Tensor
+    codes: torch.Tensor
+    num_codes: int
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """log K per code position, [B]."""
+        positions = self.codes[0].numel()
+        return torch.full_like(self.recon, positions * math.log(self.num_codes))
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """log p(x) >= log p(x|z_q) - H W log K under the uniform prior over codes, [B]."""
+        return -(self.recon + self.kl)
+
+    def logged(self) -> dict[str, torch.Tensor]:
+        """The per-example numbers training and validation average and log, [B] each."""
+        return {
+            "elbo": self.elbo,
+            "recon": self.recon,
+            "kl": self.kl,
+            "codebook": self.codebook,
+            "commitment": self.commitment,
+        }
+
 
 class LatentVariableModel(Protocol):
     """What an estimator needs of a model: an encoder, a decoder, a prior and a likelihood."""
@@ -107,6 +149,19 @@ def kl_penalty(terms: Terms, free_bits: float) -> torch.Tensor:
 def loss(terms: Terms, kl_scale: float, free_bits: float = 0.0) -> torch.Tensor:
     """The scalar training loss: mean reconstruction term plus weighted KL penalty."""
     return terms.recon.mean() + kl_scale * kl_penalty(terms, free_bits)
+
+
+def vq_loss(terms: VQTerms, commitment: float) -> torch.Tensor:
+    """The VQ-VAE loss, eq. 3 of van den Oord et al. (2017): reconstruction + codebook term
+    + beta * commitment term, batch means."""
+    return terms.recon.mean() + terms.codebook.mean() + commitment * terms.commitment.mean()
+
+
+def training_loss(terms: Terms | VQTerms, cfg: ObjectiveConfig, kl_scale: float) -> torch.Tensor:
+    """The scalar a training step minimises, for either kind of model's terms."""
+    if isinstance(terms, VQTerms):
+        return vq_loss(terms, cfg.commitment)
+    return loss(terms, kl_scale, cfg.free_bits)
 
 
 def streaming_logsumexp(chunks: Iterable[torch.Tensor]) -> torch.Tensor:

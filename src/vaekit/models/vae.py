@@ -14,7 +14,7 @@ from vaekit.probability.likelihoods import make_likelihood
 from vaekit.probability.priors import StandardNormal
 
 
-def _full_precision(params: torch.Tensor) -> torch.Tensor:
+def full_precision(params: torch.Tensor) -> torch.Tensor:
     """Network outputs as float32 when autocast made them bfloat16 or float16.
 
     The probability layer sums hundreds of per-pixel terms; in bfloat16 (8 bits of mantissa) a
@@ -45,11 +45,11 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """The approximate posterior q(z|x) for a batch of images in [0, 1]."""
-        return DiagonalGaussian.from_params(_full_precision(self.encoder(x)))
+        return DiagonalGaussian.from_params(full_precision(self.encoder(x)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Likelihood parameters for latents ``z`` ([..., D] -> [..., C*P, H, W])."""
-        return _full_precision(self.decoder(z))
+        return full_precision(self.decoder(z))
 
     def elbo(self, x: torch.Tensor, estimator: str = "analytic") -> Terms:
         """Per-example reconstruction and KL terms, by the named estimator."""
@@ -80,15 +80,20 @@ NETS = {
 }
 
 
-def build_vae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
-    """A VAE from its config section and the [C, H, W] shape of the data."""
-    c, h, w = image_shape
-    likelihood = make_likelihood(
+def likelihood_of(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Module:
+    """The likelihood p(x|.) a model config names, for images of ``image_shape``."""
+    return make_likelihood(
         cfg.likelihood,
-        image_shape=(c, h, w),
+        image_shape=tuple(image_shape),
         gaussian_scale=cfg.gaussian_scale,
         learned_scale=cfg.learned_scale,
     )
+
+
+def build_vae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
+    """A VAE from its config section and the [C, H, W] shape of the data."""
+    c, h, w = image_shape
+    likelihood = likelihood_of(cfg, image_shape)
     enc_cls, dec_cls, sizes_key = NETS[cfg.arch]
     sizes = list(getattr(cfg, sizes_key))
     encoder = enc_cls((c, h, w), sizes, 2 * cfg.latent_dim, cfg.activation, cfg.batchnorm)

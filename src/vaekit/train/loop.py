@@ -27,8 +27,9 @@ from rich.progress import (
 from vaekit.config import Config, check_image_shape
 from vaekit.data import ImageData, iterate_batches, load_dataset, resolve_name, to_model_input
 from vaekit.errors import ConfigError, RunError
-from vaekit.models import VAE
-from vaekit.objectives import Terms, kl_weight, loss
+from vaekit.models import VAE, VQVAE
+from vaekit.models.quantizer import usage_and_perplexity
+from vaekit.objectives import Terms, VQTerms, kl_weight, training_loss
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import MetricsLog
 from vaekit.viz.grid import save_grid, save_pairs
@@ -58,13 +59,49 @@ def resolve_config(config: Config, train_data: ImageData) -> Config:
     return updates
 
 
+class TermTotals:
+    """Running sums of a model's logged per-example terms, and code counts for a VQ-VAE.
+
+    Everything stays on the device as tensors; :meth:`means` is the one read-back.
+    """
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.sums: torch.Tensor | None = None
+        self.code_counts: torch.Tensor | None = None
+        self.seen = 0
+
+    def add(self, terms: Terms | VQTerms) -> None:
+        logged = terms.logged()
+        rows = torch.stack([v.detach() for v in logged.values()]).double().sum(1)
+        if self.sums is None:
+            self.names, self.sums = list(logged), rows
+        else:
+            self.sums += rows
+        if isinstance(terms, VQTerms):
+            counts = torch.bincount(terms.codes.flatten(), minlength=terms.num_codes)
+            self.code_counts = counts if self.code_counts is None else self.code_counts + counts
+        self.seen += int(terms.recon.shape[0])
+
+    def means(self) -> dict[str, float]:
+        """Mean of each term per example, plus codebook usage and perplexity for a VQ-VAE."""
+        if self.sums is None:
+            return {}
+        out = dict(zip(self.names, (self.sums / self.seen).tolist(), strict=True))
+        if self.code_counts is not None:
+            usage, perplexity = usage_and_perplexity(self.code_counts.cpu())
+            out["code_usage"], out["perplexity"] = usage, perplexity
+        return out
+
+
 @torch.no_grad()
-def validate(model: VAE, data: ImageData, config: Config, seed: int) -> dict[str, float]:
-    """Mean ELBO, reconstruction and KL (nats per example) over ``data``, with fixed noise."""
+def validate(model: VAE | VQVAE, data: ImageData, config: Config, seed: int) -> dict[str, float]:
+    """Mean ELBO, reconstruction and KL (nats per example) over ``data``, with fixed noise;
+    for a VQ-VAE also its codebook and commitment terms, code usage and perplexity."""
     was_training = model.training
     model.eval()
     noise = torch.Generator().manual_seed(seed)
-    totals = torch.zeros(3, dtype=torch.float64)
+    totals = TermTotals()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for xb in iterate_batches(
@@ -76,11 +113,9 @@ def validate(model: VAE, data: ImageData, config: Config, seed: int) -> dict[str
                 dequantize=config.data.dequantize,
                 generator=noise,
             )
-            terms = model.elbo(x, config.objective.estimator)
-            totals += torch.stack([terms.elbo, terms.recon, terms.kl]).double().sum(1)
+            totals.add(model.elbo(x, config.objective.estimator))
     model.train(was_training)
-    elbo, recon, kl = (totals / len(data)).tolist()
-    return {"elbo": elbo, "recon": recon, "kl": kl}
+    return totals.means()
 
 
 def make_optimizer(model: VAE, cfg: Config) -> torch.optim.Adam:
@@ -105,14 +140,14 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
 
 
 def train_step(
-    model: VAE,
+    model: VAE | VQVAE,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     cfg: Config,
     *,
     kl_scale: float,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> tuple[Terms, torch.Tensor]:
+) -> tuple[Terms | VQTerms, torch.Tensor]:
     """One optimiser step on a batch of model inputs; returns its terms and the scalar loss.
 
     The whole per-batch work of :func:`train` (and of the speed benchmark in ``bench/``), with
@@ -120,7 +155,7 @@ def train_step(
     """
     with autocast(cfg.train.precision, x.device):
         terms = model.elbo(x, cfg.objective.estimator)
-        objective = loss(terms, kl_scale, cfg.objective.free_bits)
+        objective = training_loss(terms, cfg.objective, kl_scale)
     optimizer.zero_grad(set_to_none=True)
     objective.backward()
     if cfg.train.grad_clip is not None:
@@ -139,6 +174,15 @@ def _make_scheduler(
     return None
 
 
+def _progress_stats(means: dict[str, float]) -> str:
+    """The few numbers worth watching while a model trains."""
+    text = f"recon {means['recon']:.2f}"
+    if "perplexity" in means:
+        used, perplexity = means["code_usage"], means["perplexity"]
+        return text + f"  codes used {used:.0%}  perplexity {perplexity:.0f}"
+    return text + f"  kl {means['kl']:.2f}"
+
+
 def _progress(console: Console, enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -154,18 +198,25 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 
 def _save_pictures(
-    model: VAE, run_dir: Path, epoch: int, z_fixed: torch.Tensor, x_fixed: torch.Tensor
+    model: VAE | VQVAE,
+    run_dir: Path,
+    epoch: int,
+    z_fixed: torch.Tensor | None,
+    x_fixed: torch.Tensor,
 ) -> None:
+    """This epoch's grids: samples at fixed z (a VAE; a VQ-VAE has no prior while it trains)
+    and reconstructions of fixed validation images."""
     pictures = run_dir / ckpt.PICTURES_DIR
     was_training = model.training
     model.eval()
-    samples = model.decode_mean(z_fixed)
+    samples = model.decode_mean(z_fixed) if z_fixed is not None else None
     recon = model.reconstruct(x_fixed)
     model.train(was_training)
     nrow = 8
-    save_grid(samples, pictures / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
+    if samples is not None:
+        save_grid(samples, pictures / "samples" / f"epoch_{epoch:03d}.png", nrow=nrow)
+        save_grid(samples, pictures / "samples.png", nrow=nrow)
     save_pairs(x_fixed, recon, pictures / "recon" / f"epoch_{epoch:03d}.png", nrow)
-    save_grid(samples, pictures / "samples.png", nrow=nrow)
     save_pairs(x_fixed, recon, pictures / "reconstructions.png", nrow)
 
 
@@ -235,7 +286,8 @@ def train(
     # Fixed latents and images: the per-epoch grids show the same z and x every epoch.
     picture_gen = torch.Generator().manual_seed(seed + 3)
     n_pics = 8 * max(1, cfg.train.picture_count // 8)
-    z_fixed = model.prior.sample(n_pics, generator=picture_gen)
+    prior = getattr(model, "prior", None)
+    z_fixed = prior.sample(n_pics, generator=picture_gen) if prior is not None else None
     n_x = min(n_pics, len(val_data))
     n_x = n_x - n_x % 8 if n_x >= 8 else n_x
     x_fixed = to_model_input(
@@ -258,9 +310,8 @@ def train(
                     epoch=f"{epoch + 1}/{cfg.train.epochs}",
                     stats="",
                 )
-                sums = torch.zeros(3, dtype=torch.float64)
+                totals = TermTotals()
                 loss_sum = torch.zeros((), dtype=torch.float64)
-                seen = 0
                 start = time.perf_counter()
                 for i, xb in enumerate(
                     iterate_batches(
@@ -282,36 +333,29 @@ def train(
                         scheduler=scheduler,
                     )
                     step += 1
-                    seen += x.shape[0]
-                    sums += (
-                        torch.stack([terms.elbo, terms.recon, terms.kl]).detach().double().sum(1)
-                    )
+                    totals.add(terms)
                     loss_sum += objective.detach().double() * x.shape[0]
                     # Reading numbers back forces a sync; do it a few times per epoch only.
                     if (i + 1) % 20 == 0 or i + 1 == steps_per_epoch:
-                        elbo, recon, kl = (sums / seen).tolist()
-                        rate = seen / (time.perf_counter() - start)
+                        means = totals.means()
+                        rate = totals.seen / (time.perf_counter() - start)
                         progress.update(
                             task,
                             completed=i + 1,
-                            stats=f"loss {loss_sum.item() / seen:.2f}  recon {recon:.2f}  "
-                            f"kl {kl:.2f}  "
-                            f"{rate:,.0f} samples/s",
+                            stats=f"loss {loss_sum.item() / totals.seen:.2f}  "
+                            f"{_progress_stats(means)}  {rate:,.0f} samples/s",
                         )
                 seconds = time.perf_counter() - start
                 progress.remove_task(task)
-                elbo, recon, kl = (sums / seen).tolist()
+                seen = totals.seen
+                train_means = totals.means()
                 val = validate(model, val_data, cfg, seed + EVAL_SEED_OFFSET)
                 last = {
                     "epoch": epoch + 1,
                     "step": step,
                     "train/loss": loss_sum.item() / seen,
-                    "train/elbo": elbo,
-                    "train/recon": recon,
-                    "train/kl": kl,
-                    "val/elbo": val["elbo"],
-                    "val/recon": val["recon"],
-                    "val/kl": val["kl"],
+                    **{f"train/{k}": v for k, v in train_means.items()},
+                    **{f"val/{k}": v for k, v in val.items()},
                     "kl_weight": kl_weight(cfg.objective, step, total_steps),
                     "lr": optimizer.param_groups[0]["lr"],
                     "samples_per_s": seen / seconds,
@@ -335,8 +379,8 @@ def train(
                     ),
                 )
                 console.print(
-                    f"epoch {epoch + 1}/{cfg.train.epochs}  train elbo {elbo:.2f}  "
-                    f"val elbo {val['elbo']:.2f} (recon {val['recon']:.2f}, kl {val['kl']:.2f})  "
+                    f"epoch {epoch + 1}/{cfg.train.epochs}  train elbo {train_means['elbo']:.2f}  "
+                    f"val elbo {val['elbo']:.2f} ({_progress_stats(val)})  "
                     f"{seen / seconds:,.0f} samples/s",
                     soft_wrap=True,
                 )
