@@ -59,8 +59,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"  weights   {run_dir / ckpt.WEIGHTS_FILE}\n"
         f"  metrics   {run_dir / ckpt.METRICS_FILE}\n"
         f"  events    {run_dir / ckpt.TENSORBOARD_DIR}  (tensorboard --logdir {run_dir})\n"
-        f"  pictures  {run_dir / ckpt.PICTURES_DIR}/samples.png, reconstructions.png"
+        f"  pictures  {run_dir / ckpt.PICTURES_DIR}/"
+        + (
+            "reconstructions.png"
+            if config.model.kind == "vqvae"
+            else "samples.png, reconstructions.png"
+        )
     )
+    if config.model.kind == "vqvae":
+        console.print(f"  next      vaekit train-prior {run_dir}   (to sample and get the bound)")
     return 0
 
 
@@ -102,11 +109,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.figures import draw_interpolation
+    from vaekit.viz.figures import draw_interpolation, require_kind
 
     _positive(args.pairs, "--pairs")
     _positive(args.steps, "--steps")
     model = load_run(args.run)
+    require_kind(model, f"interpolation_{args.mode}")
     out = _picture_path(args, f"interpolation_{args.mode}")
     print(
         draw_interpolation(
@@ -118,20 +126,22 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_manifold(args: argparse.Namespace) -> int:
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.figures import draw_manifold
+    from vaekit.viz.figures import draw_manifold, require_kind
 
     _positive(args.n, "-n")
     model = load_run(args.run)
+    require_kind(model, "manifold")
     print(draw_manifold(model, _picture_path(args, "manifold"), n=args.n))
     return 0
 
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.figures import draw_traversals
+    from vaekit.viz.figures import draw_traversals, require_kind
 
     _positive(args.dims, "--dims")
     model = load_run(args.run)
+    require_kind(model, "traversals")
     out = _picture_path(args, "traversals")
     print(draw_traversals(model, out, dims=args.dims, seed=args.seed))
     return 0
@@ -139,12 +149,52 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 
 def cmd_scatter(args: argparse.Namespace) -> int:
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.figures import draw_scatter
+    from vaekit.viz.figures import draw_scatter, require_kind
 
     _positive(args.points, "--points")
     model = load_run(args.run)
+    require_kind(model, "scatter")
     out = _picture_path(args, "scatter")
     print(draw_scatter(model, out, points=args.points, seed=args.seed))
+    return 0
+
+
+def cmd_codes(args: argparse.Namespace) -> int:
+    from vaekit.train.checkpoint import load_run
+    from vaekit.viz.figures import draw_codes
+
+    _positive(args.n, "-n")
+    model = load_run(args.run)
+    print(draw_codes(model, _picture_path(args, "codes"), n=args.n, seed=args.seed))
+    return 0
+
+
+def cmd_code_usage(args: argparse.Namespace) -> int:
+    from vaekit.train.checkpoint import load_run
+    from vaekit.viz.figures import draw_code_usage
+
+    model = load_run(args.run)
+    print(draw_code_usage(model, _picture_path(args, "code_usage"), seed=args.seed))
+    return 0
+
+
+def cmd_train_prior(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from vaekit.train import checkpoint as ckpt
+    from vaekit.train.prior_run import train_prior
+
+    console = Console(stderr=True)
+    result = train_prior(args.run, overrides=args.set, overwrite=args.overwrite, console=console)
+    last = result.epochs[-1]
+    run = Path(args.run)
+    console.print(
+        f"done: validation NLL of the codes {last.val_nll:.2f} nats per map "
+        f"({result.bits_per_code:.3f} bits per code). Outputs in [bold]{run}[/bold]:\n"
+        f"  prior     {result.path}\n"
+        f"  metrics   {run / ckpt.PRIOR_METRICS_FILE}\n"
+        f"  next      vaekit sample {run}   |   vaekit evaluate {run}"
+    )
     return 0
 
 
@@ -191,6 +241,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"{result['dataset']} {result['split']} ({result['examples']} examples, "
         f"binarization {result['binarization']}, seed {args.seed})"
     )
+    if result.get("model") == "vqvae":
+        _print_vq_evaluation(result)
+        print(f"written to {Path(args.run) / EVAL_FILE}")
+        return 0
     print(f"  ELBO            {result['elbo']:.3f} nats")
     print(f"  reconstruction  {result['recon']:.3f} nats")
     print(f"  KL              {result['kl']:.3f} nats")
@@ -212,6 +266,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     print(f"written to {Path(args.run) / EVAL_FILE}")
     return 0
+
+
+def _print_vq_evaluation(result: dict) -> None:
+    print(f"  reconstruction  {result['recon']:.3f} nats  (-log p(x|z_q))")
+    print(f"  squared error   {result['mse_per_pixel']:.5f} per pixel")
+    print(
+        f"  codes used      {result['codes_used']} of {result['num_codes']} "
+        f"({result['code_usage']:.1%}), perplexity {result['perplexity']:.1f}"
+    )
+    if "prior_nll" in result:
+        print(
+            f"  prior NLL       {result['prior_nll']:.3f} nats per map "
+            f"({result['prior_bits_per_code']:.3f} bits per code)"
+        )
+    else:
+        print(f"  prior           {result['prior']}")
+    print(f"  -log p(x) <=    {result['nll_upper_bound']:.3f} nats")
+    if "bits_per_dim" in result:
+        print(f"  bits/dim <=     {result['bits_per_dim']:.4f}")
 
 
 def _other_dataset(config, spec: str):
@@ -337,6 +410,10 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -356,13 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", nargs="?", help="TOML config file (see configs/)")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<config name>)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set model.latent_dim=16 (repeatable)",
-    )
+    _add_set_option(p, "override a config key, e.g. --set model.latent_dim=16 (repeatable)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument(
         "--print-config",
@@ -411,6 +482,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = picture("scatter", "posterior means of test images coloured by label", "scatter")
     p.add_argument("--points", type=int, default=5000, help="test images to plot")
     p.set_defaults(func=cmd_scatter)
+
+    p = picture("codes", "VQ-VAE: test images beside their code maps, one colour per code", "codes")
+    p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
+    p.set_defaults(func=cmd_codes)
+
+    p = picture("code-usage", "VQ-VAE: how often each code is used on the test set", "code_usage")
+    p.set_defaults(func=cmd_code_usage)
+
+    p = sub.add_parser(
+        "train-prior",
+        help="VQ-VAE: fit the prior over codes that sampling and the bound need",
+        description="Encode the run's training images to code maps with the trained VQ-VAE "
+        "and fit an autoregressive transformer prior to them (settings: the [prior] section "
+        "of the run's config.toml). Writes RUN/prior.safetensors and RUN/prior_metrics.jsonl.",
+    )
+    p.add_argument("run", help="run directory of a trained VQ-VAE")
+    _add_set_option(p, "override a prior setting, e.g. --set prior.epochs=10 (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="refit a prior the run already has")
+    p.set_defaults(func=cmd_train_prior)
 
     p = picture("animate", "GIF of the fixed-z sample grid across epochs", "gif", seed=False)
     p.add_argument("--duration-ms", type=int, default=500, help="time per frame")

@@ -83,7 +83,7 @@ class QuantizerConfig(_Section):
         default=1e-5, gt=0.0, description="Laplace smoothing of the EMA code counts"
     )
     dead_code_steps: int = Field(
-        default=200,
+        default=20,
         ge=0,
         description="re-initialise a code unused for this many training steps from encoder "
         "outputs; 0 never does",

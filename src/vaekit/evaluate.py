@@ -30,7 +30,8 @@ from vaekit.diagnostics import (
     seeded_model_inputs,
 )
 from vaekit.errors import ConfigError, DataError
-from vaekit.models import VAE
+from vaekit.evaluate_vq import evaluate_vqvae
+from vaekit.models import VAE, VQVAE
 from vaekit.objectives import iw_log_likelihood
 from vaekit.probability.likelihoods import bits_per_dim
 from vaekit.train import checkpoint as ckpt
@@ -243,6 +244,22 @@ def evaluate_model(
     data = _load_split(config, split, binarize, limit)
     model.eval()
     batch = batch_size or config.train.eval_batch_size
+    if isinstance(model, VQVAE):
+        if iw_k is not None:
+            raise ConfigError(
+                "--iw: a VQ-VAE's posterior is one-hot on its nearest codes, so importance "
+                "sampling adds nothing; its bound -log p(x|z_q) - log p(z_q) is reported as is"
+            )
+        return evaluate_vqvae(
+            model,
+            config,
+            data,
+            split=split,
+            binarize=binarize,
+            seed=seed,
+            batch_size=batch,
+            discrete_nll=discrete_nll_nats,
+        )
     terms = _elbo_terms(
         model, _inputs(model, data, config, binarize, seed, batch), config.objective.estimator, seed
     )

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from vaekit.viz.plots import (
+    VQ_CURVE_PANELS,
     kl_per_dimension_plot,
     save_png,
     score_histogram,
@@ -99,3 +100,16 @@ def test_score_histogram_overlays_datasets_with_auroc(tmp_path):
 
 def test_plots_are_repeatable():
     assert training_curves(_records()) == training_curves(_records())
+
+
+def test_vq_curves_plot_commitment_and_perplexity():
+    records = [
+        {"epoch": e, "train/recon": 2000 - e, "train/commitment": 5 + e, "train/perplexity": 100}
+        for e in range(1, 5)
+    ]
+    pixels = _pixels(training_curves(records, VQ_CURVE_PANELS))
+    assert _count(pixels, BLUE) > 300 and _count(pixels, ORANGE) == 0  # train lines only
+    # the default panels (ELBO, recon, KL) find only the reconstruction in these records
+    assert not np.array_equal(pixels, _pixels(training_curves(records)))
+    with pytest.raises(ValueError, match="curve keys"):
+        training_curves([{"epoch": 1, "train/elbo": 1.0}], VQ_CURVE_PANELS)

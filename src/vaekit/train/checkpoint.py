@@ -20,12 +20,15 @@ from safetensors.torch import save as save_safetensors
 from vaekit.atomic import atomic_write_bytes, atomic_write_text
 from vaekit.config import Config, config_from_dict, read_toml, to_toml
 from vaekit.errors import RunError
-from vaekit.models import MODELS, VAE
+from vaekit.models import MODELS, VAE, VQVAE
+from vaekit.models.code_prior import CodePrior
 
 CONFIG_FILE = "config.toml"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
+PRIOR_FILE = "prior.safetensors"  # a VQ-VAE's prior over codes, from `vaekit train-prior`
+PRIOR_METRICS_FILE = "prior_metrics.jsonl"
 EVAL_FILE = "eval.json"
 PICTURES_DIR = "pictures"
 TENSORBOARD_DIR = "tensorboard"
@@ -58,15 +61,15 @@ def read_run_config(run_dir: str | Path) -> Config:
     return config_from_dict(read_toml(path), str(path))
 
 
-def save_weights(run_dir: Path, model: torch.nn.Module) -> None:
+def save_weights(run_dir: Path, model: torch.nn.Module, name: str = WEIGHTS_FILE) -> None:
     """Write the model's weights as safetensors."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(run_dir / WEIGHTS_FILE, save_safetensors(tensors))
+    atomic_write_bytes(run_dir / name, save_safetensors(tensors))
 
 
-def load_weights(run_dir: Path, model: torch.nn.Module) -> None:
+def load_weights(run_dir: Path, model: torch.nn.Module, name: str = WEIGHTS_FILE) -> None:
     """Load safetensors weights into ``model``, refusing a file that does not fit it."""
-    path = run_dir / WEIGHTS_FILE
+    path = run_dir / name
     if not path.is_file():
         raise RunError(f"{path}: missing (the run has no checkpoint yet)")
     try:
@@ -114,7 +117,7 @@ def load_state(run_dir: Path) -> TrainState:
         raise RunError(f"{path}: unreadable training state ({type(err).__name__})") from None
 
 
-def build_model(config: Config) -> VAE:
+def build_model(config: Config) -> VAE | VQVAE:
     """The untrained model a config describes (its image_shape must be resolved)."""
     if config.image_shape is None:
         raise RunError("config has no image_shape; it is filled in when a run starts")
@@ -122,10 +125,20 @@ def build_model(config: Config) -> VAE:
     return MODELS[config.model.kind](config.model, (c, h, w))
 
 
-def load_run(run_dir: str | Path) -> VAE:
+def build_code_prior(model: VQVAE, config: Config) -> CodePrior:
+    """The untrained prior over ``model``'s code maps that ``config.prior`` describes."""
+    p = config.prior
+    h, w = model.code_shape
+    return CodePrior(
+        model.num_codes, h, w, dim=p.dim, layers=p.layers, heads=p.heads, dropout=p.dropout
+    )
+
+
+def load_run(run_dir: str | Path) -> VAE | VQVAE:
     """The trained model of a run directory, in eval mode, ready to encode, decode and sample.
 
-    The run's resolved config is attached as ``model.config``.
+    The run's resolved config is attached as ``model.config``; a VQ-VAE whose run holds a
+    trained prior over codes (``prior.safetensors``) gets it attached as ``code_prior``.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -133,4 +146,8 @@ def load_run(run_dir: str | Path) -> VAE:
     load_weights(run_dir, model)
     model.eval()
     model.config = config
+    if isinstance(model, VQVAE) and (run_dir / PRIOR_FILE).is_file():
+        prior = build_code_prior(model, config)
+        load_weights(run_dir, prior, PRIOR_FILE)
+        model.attach_prior(prior.eval())
     return model

@@ -14,10 +14,12 @@ import torch
 
 from vaekit.data import ImageData, load_dataset, to_model_input
 from vaekit.errors import RunError
-from vaekit.models import VAE
+from vaekit.models import VAE, VQVAE
+from vaekit.models.quantizer import usage_and_perplexity
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import read_metrics
 from vaekit.viz.animation import GIF_FILE
+from vaekit.viz.codes import save_code_usage, save_codes_as_colour
 from vaekit.viz.grid import save_grid, save_pairs
 from vaekit.viz.latents import (
     ACTIVE_THRESHOLD,
@@ -29,7 +31,13 @@ from vaekit.viz.latents import (
     save_traversals,
     summarize_posteriors,
 )
-from vaekit.viz.plots import kl_per_dimension_plot, save_png, training_curves
+from vaekit.viz.plots import (
+    CURVE_PANELS,
+    VQ_CURVE_PANELS,
+    kl_per_dimension_plot,
+    save_png,
+    training_curves,
+)
 
 # File names of the report's pictures under RUN/pictures/. Training's own pictures
 # (samples.png, reconstructions.png and the per-epoch folders) are never written here.
@@ -44,7 +52,20 @@ PICTURES: dict[str, str] = {
     "traversals": "traversals.png",
     "scatter": "latent_scatter.png",
     "gif": GIF_FILE,
+    "code_usage": "code_usage.png",
+    "codes": "codes_as_colour.png",
 }
+
+# The pictures of the Gaussian latent space; a VQ-VAE has codes instead (code_usage, codes).
+VAE_ONLY = (
+    "kl",
+    "interpolation_linear",
+    "interpolation_slerp",
+    "manifold",
+    "traversals",
+    "scatter",
+)
+VQVAE_ONLY = ("code_usage", "codes")
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,7 @@ class ReportSettings:
     traversal_dims: int = 10
     scatter_points: int = 5000
     gif_frames: int = 40
+    code_maps: int = 16
 
 
 # --------------------------------------------------------------------------- pictures
@@ -215,7 +237,58 @@ def draw_curves(run_dir: str | Path, out: str | Path) -> Path:
     if not records:
         raise RunError(f"{run_dir}: no training metrics ({ckpt.METRICS_FILE} empty or missing)")
     try:
-        png = training_curves(records)
+        vq = any("train/perplexity" in r for r in records)
+        png = training_curves(records, VQ_CURVE_PANELS if vq else CURVE_PANELS)
     except ValueError as err:
         raise RunError(f"{run_dir / ckpt.METRICS_FILE}: {err}") from None
     return save_png(png, out)
+
+
+def require_kind(model: VAE | VQVAE, picture: str) -> None:
+    """RunError when ``picture`` does not exist for this kind of model."""
+    is_vq = isinstance(model, VQVAE)
+    if is_vq and picture in VAE_ONLY:
+        raise RunError(
+            f"{picture}: a picture of a Gaussian latent space; this run is a VQ-VAE, whose "
+            "latents are codes (see `vaekit codes` and `vaekit code-usage`)"
+        )
+    if not is_vq and picture in VQVAE_ONLY:
+        raise RunError(f"{picture}: a picture of a VQ-VAE's codes; this run is a VAE")
+
+
+def codes_of(model: VQVAE, data: ImageData, seed: int = 0) -> torch.Tensor:
+    """Code maps [N, h, w] of ``data``, the images prepared as in training with seeded noise."""
+    cfg = model.config.data
+    noise = torch.Generator().manual_seed(seed)
+    parts = [
+        model.encode_codes(
+            to_model_input(
+                data.images[i : i + 1000],
+                binarize=cfg.binarize,
+                dequantize=cfg.dequantize,
+                generator=noise,
+            )
+        )
+        for i in range(0, len(data), 1000)
+    ]
+    return torch.cat(parts)
+
+
+def draw_code_usage(
+    model: VQVAE, out: str | Path, *, seed: int = 0, data: ImageData | None = None
+) -> Path:
+    """Histogram of how often each code is chosen on the test set, most used first."""
+    require_kind(model, "code_usage")
+    codes = codes_of(model, _or_test(model, data), seed)
+    counts = torch.bincount(codes.flatten(), minlength=model.num_codes)
+    usage, perplexity = usage_and_perplexity(counts)
+    return save_code_usage(counts, out, usage=usage, perplexity=perplexity)
+
+
+def draw_codes(
+    model: VQVAE, out: str | Path, *, n: int = 16, seed: int = 0, data: ImageData | None = None
+) -> Path:
+    """``n`` seeded test images, each beside its code map coloured one colour per code."""
+    require_kind(model, "codes")
+    x = pick_images(_or_test(model, data), n, seed)
+    return save_codes_as_colour(x, model.encode_codes(x), model.num_codes, out)

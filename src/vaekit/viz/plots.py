@@ -79,10 +79,22 @@ def save_png(data: bytes, path: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- curves
 
+# (metric, panel title, y-axis unit) of each panel of the training curves.
 CURVE_PANELS = (
-    ("elbo", "ELBO (higher is better)"),
-    ("recon", "Reconstruction  \u2212log p(x|z)"),
-    ("kl", "KL(q(z|x) \u2016 p(z))"),
+    ("elbo", "ELBO (higher is better)", NATS),
+    ("recon", "Reconstruction  \u2212log p(x|z)", NATS),
+    ("kl", "KL(q(z|x) \u2016 p(z))", NATS),
+)
+# A VQ-VAE's KL is the constant H W log K while it trains; what moves is the commitment
+# and how many codes are in use.
+VQ_CURVE_PANELS = (
+    ("recon", "Reconstruction  \u2212log p(x|z_q)", NATS),
+    (
+        "commitment",
+        "Commitment  \u2016z_e \u2212 sg(z_q)\u2016\u00b2",
+        "squared distance per example",
+    ),
+    ("perplexity", "Code perplexity", "effective number of codes"),
 )
 
 
@@ -98,7 +110,10 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray,
 
 
 @styled
-def training_curves(records: Sequence[Mapping[str, Any]]) -> bytes:
+def training_curves(
+    records: Sequence[Mapping[str, Any]],
+    panels: Sequence[tuple[str, str, str]] = CURVE_PANELS,
+) -> bytes:
     """PNG of train and validation ELBO, reconstruction and KL per epoch (metrics.jsonl records).
 
     Series missing from the records are left out; records without an ``epoch`` or holding
@@ -109,12 +124,12 @@ def training_curves(records: Sequence[Mapping[str, Any]]) -> bytes:
     for i, r in enumerate(records):
         if not isinstance(r, Mapping) or "epoch" not in r:
             raise ValueError(f"metrics record {i + 1} has no 'epoch' key")
-    keys = [f"{split}/{name}" for name, _ in CURVE_PANELS for split in ("train", "val")]
+    keys = [f"{split}/{name}" for name, _, _ in panels for split in ("train", "val")]
     if not any(k in r for r in records for k in keys):
         raise ValueError(f"metrics records hold none of the curve keys {', '.join(keys)}")
-    fig, axes = _figure(9.4, 3.4, ncols=len(CURVE_PANELS))
+    fig, axes = _figure(9.4, 3.4, ncols=len(panels))
     many = len(records) > 30
-    for ax, (name, title) in zip(axes, CURVE_PANELS, strict=True):
+    for ax, (name, title, unit) in zip(axes, panels, strict=True):
         drawn = False
         for split, label, colour in (("train", "train", "C0"), ("val", "validation", "C1")):
             x, y = _series(records, f"{split}/{name}")
@@ -125,7 +140,7 @@ def training_curves(records: Sequence[Mapping[str, Any]]) -> bytes:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(NATS)
+        ax.set_ylabel(unit)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         style_axes(ax)
         if drawn:

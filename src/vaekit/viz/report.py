@@ -27,12 +27,15 @@ from PIL import Image
 
 from vaekit.atomic import atomic_write_text
 from vaekit.errors import RunError
+from vaekit.models import VQVAE
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import read_metrics
 from vaekit.viz.animation import frame_paths, training_gif
 from vaekit.viz.figures import (
     PICTURES,
     ReportSettings,
+    draw_code_usage,
+    draw_codes,
     draw_curves,
     draw_interpolation,
     draw_kl_per_dimension,
@@ -76,6 +79,11 @@ def build_report(
     def pic(key: str) -> Path:
         return pictures_dir / PICTURES[key]
 
+    if isinstance(model, VQVAE):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            out, notes = _draw_vq_pictures(model, run_dir, data, s, pic)
+        return write_report(run_dir, pictures=out, settings=s, notes=notes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         summary = posterior_summary(model, data, s.seed)
@@ -113,6 +121,33 @@ def build_report(
                 score_set, path, test_name=f"{config.data.name or 'test data'} test"
             )
     return write_report(run_dir, pictures=out, settings=s, summary=summary, notes=notes)
+
+
+def _draw_vq_pictures(
+    model: VQVAE, run_dir: Path, data: Any, s: ReportSettings, pic: Any
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """The VQ-VAE's pictures: curves, prior samples, reconstructions and its codes."""
+    out: dict[str, Path] = {}
+    notes: dict[str, str] = {}
+    if read_metrics(run_dir / ckpt.METRICS_FILE):
+        out["curves"] = draw_curves(run_dir, pic("curves"))
+    else:
+        notes["curves"] = f"{ckpt.METRICS_FILE} is empty or missing."
+    if model.code_prior is not None:
+        out["samples"] = draw_samples(
+            model, pic("samples"), n=s.samples, temperature=s.temperature, seed=s.seed
+        )
+    else:
+        notes["samples"] = (
+            "this VQ-VAE has no prior over codes yet; fit one with "
+            f"`vaekit train-prior {shlex.quote(str(run_dir))}` and rebuild the report."
+        )
+    out["reconstructions"] = draw_reconstructions(
+        model, pic("reconstructions"), n=s.reconstructions, seed=s.seed, data=data
+    )
+    out["code_usage"] = draw_code_usage(model, pic("code_usage"), seed=s.seed, data=data)
+    out["codes"] = draw_codes(model, pic("codes"), n=s.code_maps, seed=s.seed, data=data)
+    return out, notes
 
 
 # --------------------------------------------------------------------------- HTML
@@ -287,8 +322,77 @@ class _Figure:
     pixels: bool
 
 
+def _sample_command(run: str, s: ReportSettings) -> str:
+    return (
+        f"vaekit sample {run} -n {s.samples} --temperature {s.temperature:g} --seed {s.seed} "
+        f"-o {run}/{ckpt.PICTURES_DIR}/{PICTURES['samples']}"
+    )
+
+
+def _reconstruct_command(run: str, s: ReportSettings) -> str:
+    return (
+        f"vaekit reconstruct {run} -n {s.reconstructions} --seed {s.seed} "
+        f"-o {run}/{ckpt.PICTURES_DIR}/{PICTURES['reconstructions']}"
+    )
+
+
+def _vq_figures(run: str, cfg: Any, s: ReportSettings) -> list[_Figure]:
+    """A VQ-VAE report's pictures in page order: what each shows and how to redraw it."""
+    p = f"{run}/{ckpt.PICTURES_DIR}"
+    seed = f"--seed {s.seed}"
+    k = cfg.model.quantizer.num_codes
+    return [
+        _Figure(
+            "curves",
+            "Training curves",
+            "Train and validation reconstruction, commitment and code perplexity per epoch; "
+            "a perplexity that falls towards a handful of codes means the codebook is "
+            "collapsing, a growing train/validation gap means overfitting.",
+            f"vaekit curves {run} -o {p}/{PICTURES['curves']}",
+            False,
+        ),
+        _Figure(
+            "samples",
+            "Samples from the learned prior",
+            f"{s.samples} code maps drawn from the autoregressive prior over codes at "
+            f"temperature {s.temperature:g}, each decoded to the mean of p(x|z_q); look for "
+            "variety and for objects a person would recognise.",
+            _sample_command(run, s),
+            True,
+        ),
+        _Figure(
+            "reconstructions",
+            "Reconstructions of test images",
+            "Each row of test images sits above its reconstruction from its nearest codes; "
+            "what survives quantization is what the codes can say.",
+            _reconstruct_command(run, s),
+            True,
+        ),
+        _Figure(
+            "code_usage",
+            "Codebook usage",
+            f"How often each of the {k} codes is chosen over the test set's code maps, most "
+            "used first; unused (dead) codes are shaded. Perplexity is the effective number "
+            "of codes: the closer to K, the more evenly the codebook is used.",
+            f"vaekit code-usage {run} {seed} -o {p}/{PICTURES['code_usage']}",
+            False,
+        ),
+        _Figure(
+            "codes",
+            "Codes as colours",
+            f"{s.code_maps} test images beside their code maps, one colour per code: regions "
+            "of one colour are parts of images the model describes with the same code, such "
+            "as background.",
+            f"vaekit codes {run} -n {s.code_maps} {seed} -o {p}/{PICTURES['codes']}",
+            True,
+        ),
+    ]
+
+
 def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | None) -> list[_Figure]:
     """The pictures of the report in page order: what each shows and how to redraw it."""
+    if cfg.model.kind == "vqvae":
+        return _vq_figures(run, cfg, s)
     p = f"{run}/{ckpt.PICTURES_DIR}"
     d = cfg.model.latent_dim
     shown = min(d, s.traversal_dims)
@@ -328,8 +432,7 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
             f"{s.samples} images decoded from z ~ N(0, I) at temperature {s.temperature:g}, "
             "each the mean of p(x|z) rather than a noisy draw; look for variety and for "
             "objects a person would recognise.",
-            f"vaekit sample {run} -n {s.samples} --temperature {s.temperature:g} {seed} "
-            f"-o {p}/{PICTURES['samples']}",
+            _sample_command(run, s),
             True,
         ),
         _Figure(
@@ -337,8 +440,7 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
             "Reconstructions of test images",
             "Each row of test images sits above its reconstruction from the posterior mean; "
             "look for what the model keeps (shape, pose) and what it blurs away (fine detail).",
-            f"vaekit reconstruct {run} -n {s.reconstructions} {seed} "
-            f"-o {p}/{PICTURES['reconstructions']}",
+            _reconstruct_command(run, s),
             True,
         ),
         _Figure(
@@ -514,15 +616,24 @@ def write_report(
         if config.data.binarize != "none"
         else dataset
     )
+    if m.kind == "vqvae":
+        _, h, w = config.image_shape or [1, 0, 0]
+        prior = "learned prior" if (run_dir / ckpt.PRIOR_FILE).is_file() else "no prior yet"
+        model_text = (
+            f"VQ-VAE, {h // 4}\u00d7{w // 4} map of {m.quantizer.num_codes} codes of size "
+            f"{m.quantizer.code_dim}, {prior}"
+        )
+    else:
+        model_text = f"{m.arch} VAE, {m.latent_dim}-D latent"
     header = (
-        f"<header><h1>VAE report: {_e(name)}</h1>"
-        f'<p class="meta">data: {_e(meta)} \u00b7 model: {_e(m.arch)} VAE, '
-        f"{_e(str(m.latent_dim))}-D latent, {_e(m.likelihood)} likelihood \u00b7 "
+        f"<header><h1>{'VQ-VAE' if m.kind == 'vqvae' else 'VAE'} report: {_e(name)}</h1>"
+        f'<p class="meta">data: {_e(meta)} \u00b7 model: {_e(model_text)}, '
+        f"{_e(m.likelihood)} likelihood \u00b7 "
         f"{_e(str(epochs))} epochs \u00b7 checkpoint {_e(when)}</p>"
         f'<p class="meta">run directory: <code>{_e(str(run_dir))}</code></p>'
     )
     figures = _figures(run, config, s, summary)
-    if m.latent_dim != 2:
+    if m.latent_dim != 2 and m.kind == "vae":
         notes.setdefault(
             "manifold",
             f"the manifold needs a 2-D latent space and this model has {m.latent_dim} "
@@ -535,7 +646,7 @@ def write_report(
 
     eval_path = run_dir / ckpt.EVAL_FILE
     evaluation = ['<section id="evaluation"><h2>Evaluation on the test set</h2>']
-    eval_cmd = f"vaekit evaluate {run} --iw 1000"
+    eval_cmd = f"vaekit evaluate {run}" + (" --iw 1000" if m.kind == "vae" else "")
     result = None
     if eval_path.is_file():
         try:
@@ -572,11 +683,12 @@ def write_report(
         f"<footer>Written by vaekit {_e(__version__)} with report seed {s.seed}. "
         "Every picture is embedded in this file; it needs no network.</footer>"
     )
+    title = f"{'VQ-VAE' if m.kind == 'vqvae' else 'VAE'} report: {name}"
     page = (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(f'VAE report: {name}')}</title><style>{_CSS}</style></head>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )
     out = run_dir / REPORT_FILE
