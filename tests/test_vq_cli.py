@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import tiny_raw, write_toml
 from test_cli import run
+from vaekit.evaluate import score_examples
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.prior_fit import code_nll
 from vaekit.viz.figures import codes_of
@@ -110,6 +111,10 @@ def test_train_prior_then_sample_evaluate_and_report(vq_run):
     assert result["prior_nll"] < result["uniform_prior_nll"]  # it learned something
     assert result["nll_upper_bound"] == pytest.approx(result["recon"] + result["prior_nll"])
     assert result["prior_bits_per_code"] == pytest.approx(result["prior_nll"] / (49 * math.log(2)))
+
+    # anomaly scores of a VQ-VAE are the same bound, per example
+    scores = score_examples(test, test.config, data, iw_k=None, seed=0)
+    assert scores.mean().item() == pytest.approx(result["nll_upper_bound"], rel=1e-6)
 
     # sampling draws code maps from the prior: 16 images in a grid 8 wide, seeded
     a, b = vq_run / "a.png", vq_run / "b.png"

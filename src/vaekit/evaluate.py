@@ -30,7 +30,7 @@ from vaekit.diagnostics import (
     seeded_model_inputs,
 )
 from vaekit.errors import ConfigError, DataError
-from vaekit.evaluate_vq import evaluate_vqvae
+from vaekit.evaluate_vq import evaluate_vqvae, vq_bound_per_example
 from vaekit.models import VAE, VQVAE
 from vaekit.objectives import iw_log_likelihood
 from vaekit.probability.likelihoods import bits_per_dim
@@ -304,7 +304,8 @@ def score_examples(
     binarization: str | None = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Per-example anomaly scores, [N] float64: -log p(x) estimated by IW (``iw_k``) or -ELBO.
+    """Per-example anomaly scores, [N] float64: -log p(x) estimated by IW (``iw_k``) or -ELBO
+    (for a VQ-VAE its bound -log p(x|z_q) - log p(z_q), with the learned prior when it has one).
 
     ``data`` may come from another dataset than the model's but must have its image shape.
     "static" binarization uses images that are already binary as they are and otherwise
@@ -321,6 +322,10 @@ def score_examples(
         data = binarize_static(data, derived_seed(seed, SEED_STATIC))
     model.eval()
     batch = batch_size or config.train.eval_batch_size
+    if isinstance(model, VQVAE):
+        if iw_k is not None:
+            raise ConfigError("--iw: a VQ-VAE is scored by its exact bound; drop --iw")
+        return vq_bound_per_example(model, data, config, binarize, seed, batch)
     if iw_k is None:
         batches = _inputs(model, data, config, binarize, seed, batch)
         return -_elbo_terms(model, batches, config.objective.estimator, seed)[0]

@@ -52,6 +52,24 @@ def code_pass(
     return torch.cat(recon), torch.cat(sq_err), torch.cat(codes)
 
 
+def _code_cost(model: VQVAE, codes: torch.Tensor) -> torch.Tensor:
+    """-log p(codes) per map [N] float64: the learned prior's, or the uniform H W log K."""
+    prior = model.code_prior
+    if prior is None:
+        h, w = model.code_shape
+        return torch.full((len(codes),), h * w * math.log(model.num_codes), dtype=torch.float64)
+    return code_nll(prior, codes.to(next(prior.parameters()).device)).cpu()
+
+
+@torch.no_grad()
+def vq_bound_per_example(
+    model: VQVAE, data: ImageData, config: Config, binarize: str, seed: int, batch_size: int
+) -> torch.Tensor:
+    """-log p(x|z_q(x)) - log p(z_q(x)) per example, [N] float64: an upper bound on -log p(x)."""
+    recon, _, codes = code_pass(model, data, config, binarize, seed, batch_size)
+    return recon + _code_cost(model, codes)
+
+
 @torch.no_grad()
 def evaluate_vqvae(
     model: VQVAE,
@@ -92,10 +110,8 @@ def evaluate_vqvae(
         "uniform_prior_nll": uniform,
         "nll_upper_bound_uniform_prior": recon.mean().item() + uniform,
     }
-    prior = model.code_prior
-    if prior is not None:
-        device = next(prior.parameters()).device
-        prior_nll = code_nll(prior, codes.to(device)).mean().item()
+    if model.code_prior is not None:
+        prior_nll = _code_cost(model, codes).mean().item()
         result["prior"] = "learned"
         result["prior_nll"] = prior_nll
         result["prior_bits_per_code"] = prior_nll / (h * w * math.log(2))
