@@ -1,10 +1,11 @@
 """vaekit's side of the benchmark: training steps and importance-weighted evaluation through
 vaekit's own code (``vaekit.train.loop.train_step``, ``vaekit.objectives.iw_log_likelihood``).
 
-The training timer runs the body of ``vaekit.train.loop.train``: uint8 batches from
-``iterate_batches``, ``to_model_input`` (dynamic binarization), ``train_step`` with the KL
-warm-up weight and the cosine schedule, and the loop's running sums, read back every 20 steps
-as the progress bar does. Validation, pictures and checkpoints (once per epoch) are left out.
+The training timer runs the body of ``vaekit.train.loop.train`` on a recipe's config: uint8
+batches from ``iterate_batches``, ``to_model_input`` (dynamic binarization for the mlp recipe,
+plain scaling for the 8-bit VQ-VAE), ``train_step`` with the KL warm-up weight and the cosine
+schedule, and the loop's ``TermTotals``, read back every 20 steps as the progress bar does.
+Validation, pictures and checkpoints (once per epoch) are left out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from machine import peak_rss_mb
 import nets
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "mlp_fashion_binarized.toml"
+CONFIGS = ROOT / "configs"
+CONFIG = CONFIGS / "mlp_fashion_binarized.toml"
 
 
 def _sync(device: torch.device) -> None:
@@ -30,34 +32,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def load_config(arch: str, latent: int, batch: int, precision: str):
-    """The mlp recipe's config with the workload's latent size, batch size and precision."""
+def load_config(path: Path, precision: str, *, batch: int | None = None, latent: int | None = None):
+    """A recipe's config for the bench: sprites if Fashion-MNIST is not installed, the
+    workload's precision, and its batch and latent sizes where given (else the recipe's)."""
     from vaekit.config import load_config as load
 
-    cfg = load(CONFIG)
+    cfg = load(path)
     if cfg.data.name == "fashion-mnist":
         from vaekit.data import catalog
 
         if catalog.locate("fashion-mnist") is None:
             cfg.data.name = "sprites"
-    cfg.model.latent_dim = latent
-    cfg.train.batch_size = batch
+    if latent is not None:
+        cfg.model.latent_dim = latent
+    if batch is not None:
+        cfg.train.batch_size = batch
     cfg.train.precision = precision
     cfg.train.progress = False
     return cfg
 
 
 def build(arch: str, cfg, image_shape, device: torch.device):
-    """The workload's VAE: vaekit's own MLP nets, or the bench's conv nets in vaekit's VAE."""
+    """The workload's model: for arch "conv" the bench's conv nets in vaekit's VAE, else the
+    recipe's own model (``build_model``: vaekit's MLP VAE, or its VQ-VAE)."""
     from vaekit.models import VAE
     from vaekit.probability.likelihoods import Bernoulli
     from vaekit.probability.priors import StandardNormal
     from vaekit.train import checkpoint as ckpt
 
     torch.manual_seed(0)
-    if arch == "mlp":
-        model = ckpt.build_model(cfg)
-    else:
+    if arch == "conv":
         enc, dec = nets.make_nets(arch, cfg.model.latent_dim)
         model = VAE(
             enc,
@@ -67,25 +71,36 @@ def build(arch: str, cfg, image_shape, device: torch.device):
             cfg.model.latent_dim,
             tuple(image_shape),
         )
+    else:
+        model = ckpt.build_model(cfg)
     return model.to(device)
 
 
 class Trainer:
     """The per-batch work of vaekit's training loop, runnable for any number of steps."""
 
-    def __init__(self, arch: str, latent: int, batch: int, precision: str, device: str) -> None:
+    def __init__(
+        self,
+        config: Path,
+        arch: str,
+        precision: str,
+        device: str,
+        *,
+        batch: int | None = None,
+        latent: int | None = None,
+    ) -> None:
         from vaekit.data import load_dataset
         from vaekit.train.loop import make_optimizer, resolve_config
 
         self.device = torch.device(device)
-        cfg = load_config(arch, latent, batch, precision)
+        cfg = load_config(config, precision, batch=batch, latent=latent)
         data = load_dataset(cfg.data, "train")
         self.cfg = resolve_config(cfg, data)
         self.images = data.images.to(self.device)
         self.model = build(arch, self.cfg, data.shape, self.device)
         self.model.train()
         self.optimizer = make_optimizer(self.model, self.cfg)
-        self.steps_per_epoch = math.ceil(len(data) / batch)
+        self.steps_per_epoch = math.ceil(len(data) / self.cfg.train.batch_size)
         self.total_steps = self.steps_per_epoch * self.cfg.train.epochs
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=self.total_steps
@@ -114,12 +129,11 @@ class Trainer:
         """``steps`` optimiser steps; returns the number of examples seen."""
         from vaekit.data import to_model_input
         from vaekit.objectives import kl_weight
-        from vaekit.train.loop import train_step
+        from vaekit.train.loop import TermTotals, train_step
 
         cfg = self.cfg
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        totals = TermTotals()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        seen = 0
         for i, xb in enumerate(itertools.islice(self._batches, steps)):
             x = to_model_input(
                 xb,
@@ -127,7 +141,7 @@ class Trainer:
                 dequantize=cfg.data.dequantize,
                 generator=self.noise_gen,
             )
-            terms, objective = train_step(
+            result = train_step(
                 self.model,
                 self.optimizer,
                 x,
@@ -136,15 +150,14 @@ class Trainer:
                 scheduler=self.scheduler,
             )
             self.step += 1
-            seen += x.shape[0]
-            sums += torch.stack([terms.elbo, terms.recon, terms.kl]).detach().double().sum(1)
-            loss_sum += objective.detach().double() * x.shape[0]
+            totals.add(result.terms)
+            loss_sum += result.loss.detach().double() * x.shape[0]
             if (i + 1) % 20 == 0:
-                (sums / seen).tolist()
+                totals.means()
                 loss_sum.item()
-        (sums / max(seen, 1)).tolist()
+        totals.means()
         _sync(self.device)
-        return seen
+        return totals.seen
 
     def timed(self, steps: int) -> float:
         """Training samples/s over ``steps`` steps."""
@@ -170,7 +183,12 @@ def train_limit_ops(trainer: Trainer, channels_last: bool = False):
 def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """vaekit training samples/s, and the bare-product limit measured in turn with it."""
     trainer = Trainer(
-        spec["arch"], spec["latent"], spec["batch"], spec["precision"], spec["device"]
+        CONFIGS / spec.get("config", CONFIG.name),
+        spec["arch"],
+        spec["precision"],
+        spec["device"],
+        batch=spec["batch"],
+        latent=spec.get("latent"),
     )
     trainer.run(spec["warmup"])
     rates, limit_rates = [], []
@@ -183,7 +201,11 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
             rss = peak_rss_mb()  # before the limit's buffers exist: vaekit's own footprint
         if ops is not None:
             limit_rates.append(batch / limits.time_ops(ops, trainer.device, spec["limit_seconds"]))
-    out: dict[str, Any] = {"samples_per_s": rates, "peak_rss_mb": rss}
+    out: dict[str, Any] = {
+        "samples_per_s": rates,
+        "peak_rss_mb": rss,
+        "data": trainer.cfg.data.name,
+    }
     if ops is not None:
         out["limit_samples_per_s"] = limit_rates
         cfg = trainer.cfg
@@ -206,12 +228,12 @@ def iw_worker(spec: dict[str, Any]) -> dict[str, Any]:
     k, chunk = spec["k"], spec["chunk"]
     precision = spec["precision"]
     if spec.get("train_steps", 0):
-        trainer = Trainer("mlp", 32, 128, "fp32", spec["device"])
+        trainer = Trainer(CONFIG, "mlp", "fp32", spec["device"], batch=128, latent=32)
         trainer.run(spec["train_steps"])
         model, cfg = trainer.model, trainer.cfg
         del trainer.images
     else:
-        cfg = load_config("mlp", 32, 128, "fp32")
+        cfg = load_config(CONFIG, "fp32", batch=128, latent=32)
         from vaekit.data import load_dataset as _ld
         from vaekit.train.loop import resolve_config
 

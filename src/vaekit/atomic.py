@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
+
+# Seconds to pause before each rename, for tests that kill a process mid-write; 0 normally.
+_WRITE_DELAY = float(os.environ.get("VAEKIT_TEST_WRITE_DELAY", "0") or 0)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -19,6 +23,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if _WRITE_DELAY:  # crash tests widen the window between the data and the rename
+            time.sleep(_WRITE_DELAY)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from vaekit import __version__
 from vaekit.errors import VaekitError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
 
 
 def _default_run_dir(config_path: Path) -> Path:
@@ -421,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and sample variational autoencoders.",
     )
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of any error instead of a one-line message",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -596,19 +602,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    """A message on one line: a multi-line exception text joined with "; "."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; user errors print one line and exit with code 2."""
+    """Run the CLI: user errors print one line and exit 2, unexpected ones one line and exit 1.
+
+    With ``--debug`` every exception propagates with its traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except VaekitError as err:
-        print(f"vaekit: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        if isinstance(err, VaekitError):
+            print(f"vaekit: error: {_one_line(str(err))}", file=sys.stderr)
+            return getattr(err, "exit_code", EXIT_USER_ERROR)  # 130/143 after a signal
+        detail = _one_line(str(err)) or "(no message)"
+        print(
+            f"vaekit: internal error: {type(err).__name__}: {detail} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +26,9 @@ Likelihood = Literal[
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: TOML's inf and nan are no sizes, rates or weights (lr = inf trains
+    # a NaN model rather than failing), so they are errors naming the key.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -184,6 +188,26 @@ class TrainConfig(_Section):
         description="bf16: the networks' products run under bfloat16 autocast; "
         "probabilities and the loss stay float32",
     )
+    checkpoint_every: int = Field(
+        default=0,
+        ge=0,
+        description="also checkpoint every this many steps (0: only at the end of each epoch)",
+    )
+    keep_checkpoints: int = Field(
+        default=2, ge=1, description="checkpoints kept; older ones are deleted"
+    )
+    max_bad_steps: int = Field(
+        default=5,
+        gt=0,
+        description="consecutive steps with a NaN/Inf loss or gradient before the run restores "
+        "its last good checkpoint with a lower learning rate",
+    )
+    bad_step_lr_factor: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="learning-rate factor applied on each restore"
+    )
+    max_restores: int = Field(
+        default=3, ge=0, description="restores after which a diverging run stops"
+    )
 
 
 class PriorConfig(_Section):
@@ -258,10 +282,16 @@ def check_image_shape(model: ModelConfig, shape: list[int]) -> None:
         )
 
 
+def _key_part(part: object) -> str:
+    """One part of a dotted key as TOML would write it: bare, or quoted when it must be."""
+    text = str(part)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = first["msg"]
+    where = ".".join(_key_part(p) for p in first["loc"])
+    message = " ".join(first["msg"].split())
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     message = message.removeprefix("Value error, ")
@@ -269,11 +299,18 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}:{where} {message}"
 
 
-def _parse_value(text: str) -> Any:
-    """Read an override value as TOML (numbers, booleans, lists, strings) or a bare string."""
+def _parse_value(text: str, item: str) -> Any:
+    """Read an override value as TOML (numbers, booleans, lists, strings) or a bare string.
+
+    A value that starts like a TOML string, array or table but does not parse is an error
+    rather than a bare string, so ``--set model.hidden=[256,`` does not pass as text.
+    """
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError) as err:
+        if text[:1] in ("[", "{", '"', "'"):
+            reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+            raise ConfigError(f"--set {item!r}: value is not valid TOML ({reason})") from None
         return text
 
 
@@ -293,7 +330,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
             node = child
-        node[parts[-1]] = _parse_value(text.strip())
+        node[parts[-1]] = _parse_value(text.strip(), item)
     return out
 
 
@@ -315,8 +352,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such config file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a .toml file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text ({err.reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    except ValueError as err:  # a path with a NUL character
+        raise ConfigError(f"{path}: cannot read ({err})") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

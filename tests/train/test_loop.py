@@ -175,6 +175,7 @@ def test_train_step_is_one_optimiser_step():
     optimizer = make_optimizer(model, config)
     before = [p.detach().clone() for p in model.parameters()]
     x = torch.rand(8, 1, 28, 28).round()
-    terms, objective = train_step(model, optimizer, x, config, kl_scale=1.0)
-    assert terms.recon.shape == (8,) and objective.dim() == 0
+    result = train_step(model, optimizer, x, config, kl_scale=1.0)
+    assert result.finite
+    assert result.terms.recon.shape == (8,) and result.loss.dim() == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -2,7 +2,23 @@
 
 Every reader returns images as uint8 ``[N, C, H, W]`` (or a list of uint8 ``[C, H, W]`` arrays
 for a folder of images of different sizes) and labels as int64 ``[N]``. Every problem a user can
-cause (a missing, truncated or foreign file) raises ``DataError`` naming the file.
+cause (a missing, truncated, empty or foreign file) raises ``DataError`` naming the file; no
+other exception escapes a reader, whatever the bytes.
+
+Files are untrusted input:
+
+- nothing is unpickled: ``.npy``/``.npz`` files load with ``allow_pickle=False`` and object
+  arrays are refused by their header;
+- a header (IDX dims, an ``.npy`` shape) is checked against the data actually present before
+  anything is allocated, so a 16-byte file claiming 100000 x 100000 images is refused at once;
+- image files reach PIL's PNG and JPEG decoders only, with PIL's decompression-bomb limit.
+
+Image folders: every ``.png``/``.jpg``/``.jpeg`` file below the folder is an image (hidden
+names skipped); other files (``notes.txt``, ``Thumbs.db``) are ignored. Modes are converted
+(grey stays grey, anything else becomes RGB, alpha is dropped, 16-bit grey keeps its top byte),
+and with several modes in one folder ``resize_images`` makes them all RGB unless
+``data.channels = 1``. Images of different sizes are refused unless ``data.image_size`` is set,
+which resizes every image to that square.
 """
 
 from __future__ import annotations
@@ -12,6 +28,7 @@ import math
 import os
 import re
 import struct
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -19,12 +36,13 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from vaekit.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DECODERS = ("PNG", "JPEG")  # the only PIL decoders an image folder's files ever reach
 IMAGE_KEYS = ("images", "x", "X", "data")
 LABEL_KEYS = ("labels", "y", "Y", "targets")
 
@@ -39,6 +57,36 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 GZIP_ERRORS = (OSError, EOFError, zlib.error)
+CHUNK = 1 << 20
+
+
+def _physical_memory() -> int | None:
+    """Bytes of RAM on this machine, or None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _beyond_memory(nbytes: int) -> str | None:
+    """Why ``nbytes`` promised by a header cannot be loaded (more than the RAM), or None."""
+    memory = _physical_memory()
+    if memory is not None and nbytes > memory:
+        return (
+            f"header promises {nbytes} bytes of data ({nbytes / 2**30:.1f} GiB), "
+            f"more than this machine's {memory / 2**30:.1f} GiB of memory"
+        )
+    return None
+
+
+def _read_failure(path: Path, err: BaseException, gz: bool) -> DataError:
+    """The DataError for an exception met while reading a (possibly gzip) file."""
+    if isinstance(err, FileNotFoundError):
+        return DataError(f"{path}: no such file")
+    local = isinstance(err, PermissionError | IsADirectoryError)
+    if isinstance(err, OSError) and (not gz or local):
+        return DataError(f"{path}: cannot read ({err.strerror or err})")
+    return DataError(f"{path}: corrupt gzip stream ({err})")
 
 
 def is_gzip(path: str | Path) -> bool:
@@ -47,7 +95,7 @@ def is_gzip(path: str | Path) -> bool:
         with open(path, "rb") as f:
             return f.read(2) == GZIP_MAGIC
     except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise _read_failure(Path(path), err, gz=False) from None
 
 
 def open_decompressed(path: str | Path) -> BinaryIO:
@@ -57,21 +105,19 @@ def open_decompressed(path: str | Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def decompressed_bytes(path: str | Path) -> bytes:
-    """The whole content of a file, gunzipped when it is gzip; DataError if missing or corrupt."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
-    if raw[:2] != GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except GZIP_ERRORS as err:
-        raise DataError(f"{path}: corrupt gzip stream ({err})") from None
+def _read_up_to(f: BinaryIO, limit: int) -> bytearray:
+    """At most ``limit`` bytes from ``f``, read in chunks so that memory follows the content.
+
+    A header's promise is not trusted: a 16-byte file claiming 100000 x 100000 images costs
+    16 bytes of memory here, not 10 GB.
+    """
+    out = bytearray()
+    while len(out) < limit:
+        chunk = f.read(min(CHUNK, limit - len(out)))
+        if not chunk:
+            break
+        out += chunk
+    return out
 
 
 def _parse_idx_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -87,43 +133,74 @@ def _parse_idx_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...
             f"file ends after {len(data)} bytes"
         )
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    return IDX_DTYPES[code], dims, header
+    dtype = IDX_DTYPES[code]
+    if math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DataError(f"{path}: dims {list(dims)} describe an impossibly large array")
+    return dtype, dims, header
 
 
 def idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
     """Dtype and dims of an IDX file from its header alone (cheap: no full decompression)."""
     path = Path(path)
+    gz = is_gzip(path)
     try:
         with open_decompressed(path) as f:
             head = f.read(4)
             if len(head) == 4:
                 head += f.read(4 * head[3])
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
     except GZIP_ERRORS as err:
-        raise DataError(f"{path}: corrupt gzip stream ({err})") from None
+        raise _read_failure(path, err, gz) from None
     dtype, dims, _ = _parse_idx_header(head, path)
     return dtype, dims
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (plain or gzip) into a native-endian, writable array of its dims."""
+    """Read an IDX file (plain or gzip) into a native-endian, writable array of its dims.
+
+    The header is checked against the data before anything large is allocated, and a gzip
+    stream is read to its end so that its CRC is verified.
+    """
     path = Path(path)
-    data = decompressed_bytes(path)
-    dtype, dims, header = _parse_idx_header(data, path)
-    expected = math.prod(dims) * dtype.itemsize
-    actual = len(data) - header
+    gz = is_gzip(path)
+    try:
+        with open_decompressed(path) as f:
+            head = f.read(4)
+            if len(head) == 4:
+                head += f.read(4 * head[3])
+            dtype, dims, header = _parse_idx_header(head, path)
+            count = math.prod(dims)
+            expected = count * dtype.itemsize
+            if not gz:  # a plain file's size is known: compare before reading
+                actual = os.fstat(f.fileno()).st_size - header
+                if actual != expected:
+                    _idx_size_error(path, dims, expected, actual)
+            if (problem := _beyond_memory(expected)) is not None:
+                raise DataError(f"{path}: {problem}")
+            body = _read_up_to(f, expected)
+            extra = 0
+            while chunk := f.read(CHUNK):  # to the end: counts extra bytes, checks the CRC
+                extra += len(chunk)
+    except GZIP_ERRORS as err:
+        raise _read_failure(path, err, gz) from None
+    except MemoryError:
+        raise DataError(f"{path}: too large to load into memory") from None
+    if len(body) != expected or extra:
+        _idx_size_error(path, dims, expected, len(body) + extra)
+    array = np.frombuffer(body, dtype=dtype, count=count)
+    return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
+
+
+def _idx_size_error(path: Path, dims: tuple[int, ...], expected: int, actual: int) -> None:
+    """Raise the DataError of an IDX file whose data is shorter or longer than its header says."""
     if actual < expected:
         raise DataError(
-            f"{path}: truncated: header promises {expected} bytes of data, file has {actual}"
-        )
-    if actual > expected:
-        raise DataError(
-            f"{path}: {actual - expected} extra bytes: header promises {expected} bytes of data "
+            f"{path}: truncated: header promises {expected} bytes of data "
             f"(dims {list(dims)}), file has {actual}"
         )
-    array = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header)
-    return array.reshape(dims).astype(dtype.newbyteorder("="), copy=True)
+    raise DataError(
+        f"{path}: {actual - expected} extra bytes: header promises {expected} bytes of data "
+        f"(dims {list(dims)}), file has {actual}"
+    )
 
 
 def read_idx_pair(
@@ -145,6 +222,8 @@ def read_idx_pair(
         raise DataError(
             f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
         )
+    if 0 in images.shape:
+        raise DataError(f"{images_path}: holds no images (dims {list(images.shape)})")
     if transpose:
         images = images.transpose(0, 2, 1)
     return np.ascontiguousarray(images[:, None]), labels.astype(np.int64)
@@ -245,9 +324,11 @@ def to_uint8_nchw(array: np.ndarray, *, source: str) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _labels_from(archive: np.lib.npyio.NpzFile, path: Path, count: int) -> np.ndarray | None:
+def _labels_from(
+    archive: np.lib.npyio.NpzFile, names: list[str], path: Path, count: int
+) -> np.ndarray | None:
     """The label array of an .npz archive (first of LABEL_KEYS), checked against the image count."""
-    key = next((k for k in LABEL_KEYS if k in archive.files), None)
+    key = next((k for k in LABEL_KEYS if k in names), None)
     if key is None:
         return None
     labels = archive[key]
@@ -261,40 +342,133 @@ def _labels_from(archive: np.lib.npyio.NpzFile, path: Path, count: int) -> np.nd
     return labels.astype(np.int64)
 
 
+# Anything numpy or zipfile may raise on a malformed .npy/.npz (an encrypted zip member raises
+# RuntimeError, an unknown compression method NotImplementedError, a header that is no Python
+# literal SyntaxError or TokenError): each means "not a readable file", never a crash.
+ARRAY_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    TypeError,
+    RuntimeError,
+    NotImplementedError,
+    SyntaxError,
+    MemoryError,
+    OverflowError,
+    struct.error,
+    tokenize.TokenError,  # numpy tokenizes the header's Python literal
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+)
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK"
+PICKLE_REFUSED = "object arrays / pickled data are refused"
+
+
+def _check_npy_header(f: BinaryIO, size: int, label: str = "") -> None:
+    """Refuse an .npy stream by its header alone: objects (pickles), or less data than promised.
+
+    numpy allocates the whole array a header describes before reading it, so a few hostile
+    bytes could otherwise ask for terabytes.
+    """
+    magic = f.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:
+        if magic[:1] == b"\x80":  # the PROTO opcode that starts a pickle
+            raise DataError(f"{label}holds pickled data; {PICKLE_REFUSED}")
+        raise DataError(f"{label}not an .npy array (no \\x93NUMPY magic)")
+    f.seek(0)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    else:  # 2.0 and 3.0 share the layout; 3.0 only allows UTF-8 in field names
+        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype.hasobject:
+        raise DataError(f"{label}holds Python objects ({dtype}); {PICKLE_REFUSED}")
+    expected = math.prod(shape) * dtype.itemsize
+    actual = size - f.tell()
+    if expected > actual:
+        raise DataError(
+            f"{label}truncated: header promises {expected} bytes of data "
+            f"(shape {list(shape)}, {dtype}), has {actual}"
+        )
+    if (problem := _beyond_memory(expected)) is not None:
+        raise DataError(f"{label}{problem}")
+
+
+def _check_array_file(path: Path) -> list[str]:
+    """Check every array of an .npy or .npz file from its header; the .npz array names."""
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+        f.seek(0)
+        if not head.startswith(ZIP_MAGIC):
+            _check_npy_header(f, os.fstat(f.fileno()).st_size)
+            return []
+    names = []
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue  # numpy would hand such a member back as raw bytes: never read it
+            name = info.filename.removesuffix(".npy")
+            with archive.open(info) as member:
+                _check_npy_header(member, info.file_size, f"array {name!r} ")
+            names.append(name)
+    return names
+
+
 def read_array_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read images (uint8 NCHW) and optional int64 labels from a .npy or .npz file."""
+    """Read images (uint8 NCHW) and optional int64 labels from a .npy or .npz file.
+
+    Nothing is ever unpickled: object arrays and pickles are refused (``allow_pickle=False``),
+    and each array's header is checked against the file before numpy allocates it.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
         raise DataError(f"{path}: expected a .npy or .npz file")
     try:
+        names = _check_array_file(path)
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable {suffix} file ({err})") from None
+    except DataError as err:
+        raise DataError(f"{path}: not a readable {suffix} file: {err}") from None
+    except ARRAY_ERRORS as err:
+        raise DataError(f"{path}: not a readable {suffix} file ({_describe(err)})") from None
     if isinstance(loaded, np.ndarray):
         return to_uint8_nchw(loaded, source=str(path)), None
     with loaded as archive:
         try:
-            key = next((k for k in IMAGE_KEYS if k in archive.files), None)
-            if key is None and len(archive.files) == 1 and archive.files[0] not in LABEL_KEYS:
-                key = archive.files[0]
+            key = next((k for k in IMAGE_KEYS if k in names), None)
+            if key is None and len(names) == 1 and names[0] not in LABEL_KEYS:
+                key = names[0]
             if key is None:
                 raise DataError(
                     f"{path}: no image array; expected one of the keys {list(IMAGE_KEYS)} "
-                    f"or a single array, found {archive.files}"
+                    f"or a single array, found {names}"
                 )
             images = to_uint8_nchw(archive[key], source=f"{path}[{key!r}]")
-            return images, _labels_from(archive, path, len(images))
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: not a readable .npz file ({err})") from None
+            return images, _labels_from(archive, names, path, len(images))
+        except ARRAY_ERRORS as err:
+            raise DataError(f"{path}: not a readable .npz file ({_describe(err)})") from None
+
+
+def _describe(err: BaseException) -> str:
+    """One short line for an exception from a third-party reader."""
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return text or type(err).__name__
 
 
 def _decode_image(path: Path) -> np.ndarray:
-    """Decode one PNG/JPEG into uint8 [1, H, W] (grey) or [3, H, W] (colour; alpha dropped)."""
+    """Decode one PNG/JPEG into uint8 [1, H, W] (grey) or [3, H, W] (colour; alpha dropped).
+
+    Only PIL's PNG and JPEG decoders are allowed, whatever the content claims to be: a file
+    named ``.png`` that holds EPS, TIFF or any other format is refused, never handed to that
+    format's decoder (EPS would even start Ghostscript).
+    """
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=DECODERS) as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
                 wide = np.asarray(img).astype(np.int64)  # 16-bit grey: keep the top 8 bits
@@ -303,10 +477,27 @@ def _decode_image(path: Path) -> np.ndarray:
                 img.mode == "P" and img.palette is not None and img.palette.mode in ("L", "LA")
             )
             converted = img.convert("L" if grey else "RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: cannot read image ({err})") from None
-    array = np.asarray(converted, dtype=np.uint8)
+            array = np.asarray(converted, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: cannot read image: {_unidentified(path)}") from None
+    except Exception as err:  # a decoder fed hostile bytes may raise anything: a data problem
+        raise DataError(f"{path}: cannot read image ({_describe(err)})") from None
     return array[None] if grey else array.transpose(2, 0, 1)
+
+
+def _unidentified(path: Path) -> str:
+    """Why PIL could not open a file: damaged PNG/JPEG data, or another kind of file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    for name, magic in (("PNG", b"\x89PNG\r\n\x1a\n"), ("JPEG", b"\xff\xd8\xff")):
+        if head.startswith(magic):
+            return f"damaged or truncated {name} data"
+    return "not a PNG or JPEG file" + (" (empty)" if not head else "")
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -210,17 +210,30 @@ def _read_user(
 
 def _user_data(cfg: DataConfig, split: Split) -> ImageData:
     """A user's .npz/.npy file, image folder or IDX folder, split into train, val and test."""
+    if "\0" in str(cfg.path):
+        raise DataError(f"data.path: {str(cfg.path)!r} contains a NUL character")
     path = Path(cfg.path).expanduser()
-    if not path.exists():
+    try:
+        exists, is_file, is_dir = path.exists(), path.is_file(), path.is_dir()
+        stamp = _fingerprint(path) if is_file or is_dir else ()
+    except OSError as err:
+        raise DataError(f"data.path: {path}: cannot read ({err.strerror or err})") from None
+    if not exists:
         raise DataError(f"data.path: {path}: no such file or folder")
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+    if not is_file and not is_dir:
+        raise DataError(
+            f"data.path: {path}: not a regular file or folder (a device, socket or pipe)"
+        )
+    if is_file and path.suffix.lower() in IMAGE_SUFFIXES:
         raise DataError(f"data.path: {path}: a single image; point data.path at its folder")
-    full, test = _read_user(path, cfg.image_size, cfg.channels, _fingerprint(path))
+    full, test = _read_user(path, cfg.image_size, cfg.channels, stamp)
     if test is None:  # no test files: hold out a seeded fraction, disjoint from train and val
         order = _permutation(len(full), _seed_for(cfg.split_seed, 0))
         n_test = max(1, round(len(full) * cfg.test_fraction))
         if len(full) - n_test < 1:
-            raise DataError(f"data.path: {path}: {len(full)} images are too few to split")
+            raise DataError(
+                f"data.path: {path}: {len(full)} image(s) are too few to hold out a test split"
+            )
         test = full.subset(order[:n_test])
         full = full.subset(order[n_test:])
     elif split == "test":

@@ -1,14 +1,27 @@
-"""Run directories and checkpoints: safe to write, safe to load.
+"""Run directories and checkpoints: safe to write, safe to load, checked before use.
 
 Weights go to ``model.safetensors`` (no pickle); optimizer, scheduler, counters and RNG
 states go to ``state.pt``, loaded with ``weights_only=True`` so that a tampered file cannot
 run code. Every file is written atomically.
+
+Each checkpoint is a folder ``checkpoints/step-NNNNNNNNN/`` holding both files; the small
+``checkpoints/manifest.json`` lists the complete ones with the SHA-256 of each file and is
+replaced (atomically) only after a new folder is fully on disk, so the previous checkpoint
+stays valid until the new one is complete. Loading walks the manifest from the newest
+checkpoint back and takes the first whose checksums match: a truncated or corrupted file is
+reported and skipped. The run's top-level ``model.safetensors`` and ``state.pt`` are copies
+of the newest checkpoint, for people and tools that look there.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
-from dataclasses import dataclass
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +45,22 @@ PRIOR_METRICS_FILE = "prior_metrics.jsonl"
 EVAL_FILE = "eval.json"
 PICTURES_DIR = "pictures"
 TENSORBOARD_DIR = "tensorboard"
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST_FILE = "manifest.json"  # inside CHECKPOINTS_DIR
 
 
 @dataclass
 class TrainState:
     """Everything besides the weights that an exact resume needs."""
 
-    epoch: int
+    epoch: int  # completed epochs
     step: int
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None
     rng: dict[str, torch.Tensor]
+    batch_in_epoch: int = 0  # batches of epoch ``epoch + 1`` already done (a mid-epoch save)
+    progress: dict[str, Any] = field(default_factory=dict)  # that epoch's running sums
+    health: dict[str, Any] = field(default_factory=dict)  # bad-step and restore counters
 
 
 def write_config(run_dir: Path, config: Config) -> None:
@@ -63,8 +81,7 @@ def read_run_config(run_dir: str | Path) -> Config:
 
 def save_weights(run_dir: Path, model: torch.nn.Module, name: str = WEIGHTS_FILE) -> None:
     """Write the model's weights as safetensors."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write_bytes(run_dir / name, save_safetensors(tensors))
+    atomic_write_bytes(run_dir / name, _weights_bytes(model))
 
 
 def load_weights(run_dir: Path, model: torch.nn.Module, name: str = WEIGHTS_FILE) -> None:
@@ -72,19 +89,10 @@ def load_weights(run_dir: Path, model: torch.nn.Module, name: str = WEIGHTS_FILE
     path = run_dir / name
     if not path.is_file():
         raise RunError(f"{path}: missing (the run has no checkpoint yet)")
-    try:
-        tensors = load_safetensors(path.read_bytes())
-    except (SafetensorError, ValueError) as err:
-        raise RunError(f"{path}: not a readable safetensors file ({err})") from None
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise RunError(f"{path}: weights do not fit the model in {CONFIG_FILE} ({first})") from None
+    _load_weights_bytes(path.read_bytes(), model, path)
 
 
-def save_state(run_dir: Path, state: TrainState) -> None:
-    """Write optimizer, scheduler, counters and RNG states."""
+def _state_bytes(state: TrainState) -> bytes:
     buf = io.BytesIO()
     torch.save(
         {
@@ -93,28 +101,189 @@ def save_state(run_dir: Path, state: TrainState) -> None:
             "optimizer": state.optimizer,
             "scheduler": state.scheduler,
             "rng": state.rng,
+            "batch_in_epoch": state.batch_in_epoch,
+            "progress": state.progress,
+            "health": state.health,
         },
         buf,
     )
-    atomic_write_bytes(run_dir / STATE_FILE, buf.getvalue())
+    return buf.getvalue()
 
 
-def load_state(run_dir: Path) -> TrainState:
-    """Read ``state.pt`` with ``weights_only=True`` (tensors and plain containers only)."""
-    path = run_dir / STATE_FILE
-    if not path.is_file():
-        raise RunError(f"{path}: missing, cannot resume this run")
+def _weights_bytes(model: torch.nn.Module) -> bytes:
+    return save_safetensors(
+        {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    )
+
+
+def save_state(run_dir: Path, state: TrainState) -> None:
+    """Write optimizer, scheduler, counters and RNG states to ``RUN/state.pt``."""
+    atomic_write_bytes(run_dir / STATE_FILE, _state_bytes(state))
+
+
+def _parse_state(source: Path | bytes, where: Path) -> TrainState:
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        f = io.BytesIO(source) if isinstance(source, bytes) else source
+        raw = torch.load(f, map_location="cpu", weights_only=True)
         return TrainState(
             epoch=int(raw["epoch"]),
             step=int(raw["step"]),
             optimizer=raw["optimizer"],
             scheduler=raw["scheduler"],
             rng=raw["rng"],
+            batch_in_epoch=int(raw.get("batch_in_epoch", 0)),
+            progress=raw.get("progress", {}),
+            health=raw.get("health", {}),
         )
     except Exception as err:  # any unpickling failure means the file is unusable
-        raise RunError(f"{path}: unreadable training state ({type(err).__name__})") from None
+        raise RunError(
+            f"{where}: unreadable training state ({type(err).__name__}; only tensors and plain "
+            "containers are accepted)"
+        ) from None
+
+
+def load_state(run_dir: Path) -> TrainState:
+    """Read ``RUN/state.pt`` with ``weights_only=True`` (tensors and plain containers only)."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        raise RunError(f"{path}: missing, cannot resume this run")
+    return _parse_state(path, path)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(run_dir: Path) -> list[dict[str, Any]]:
+    """The complete checkpoints of a run, oldest first ([] for a run without a manifest)."""
+    path = run_dir / CHECKPOINTS_DIR / MANIFEST_FILE
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())["checkpoints"]
+        for e in entries:
+            str(e["name"]), int(e["step"]), int(e["epoch"]), dict(e["files"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{path}: unreadable checkpoint manifest ({type(err).__name__})") from None
+    return entries
+
+
+def write_checkpoint(run_dir: Path, model: torch.nn.Module, state: TrainState, keep: int) -> str:
+    """Save weights and state as a new checkpoint, then list it in the manifest.
+
+    The order makes every crash safe: the folder is complete (and fsynced) before the
+    manifest names it, the manifest swap is atomic, and older folders are deleted only after.
+    A write error (a full disk) leaves the manifest and the checkpoints it lists untouched.
+    """
+    name = f"step-{state.step:09d}"
+    weights, blob = _weights_bytes(model), _state_bytes(state)
+    folder = run_dir / CHECKPOINTS_DIR / name
+    try:
+        atomic_write_bytes(folder / WEIGHTS_FILE, weights)
+        atomic_write_bytes(folder / STATE_FILE, blob)
+        entries = [e for e in read_manifest(run_dir) if e["name"] != name]
+        entries.append(
+            {
+                "name": name,
+                "step": state.step,
+                "epoch": state.epoch,
+                "batch_in_epoch": state.batch_in_epoch,
+                "files": {WEIGHTS_FILE: _sha256(weights), STATE_FILE: _sha256(blob)},
+            }
+        )
+        kept = entries[-keep:]
+        manifest = json.dumps({"format": 1, "checkpoints": kept}, indent=1) + "\n"
+        atomic_write_text(run_dir / CHECKPOINTS_DIR / MANIFEST_FILE, manifest)
+        atomic_write_bytes(run_dir / WEIGHTS_FILE, weights)
+        atomic_write_bytes(run_dir / STATE_FILE, blob)
+    except OSError as err:
+        valid = read_manifest(run_dir)
+        last = f"step {valid[-1]['step']}" if valid else "none yet"
+        reason = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        raise RunError(
+            f"{folder}: could not write the checkpoint at step {state.step} ({reason}); "
+            f"the newest complete checkpoint ({last}) is intact"
+        ) from None
+    _remove_leftovers(run_dir, {e["name"] for e in kept})
+    return name
+
+
+def _remove_leftovers(run_dir: Path, keep: set[str]) -> None:
+    """Delete checkpoint folders the manifest no longer lists and temp files of killed writes."""
+    folder = run_dir / CHECKPOINTS_DIR
+    for child in folder.iterdir():
+        if child.is_dir() and child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True)  # older ones, or a crashed half-write
+    # atomic_write_bytes names its temp files ".<name>.<random>.tmp" beside the target.
+    stale = [*folder.glob(".*.tmp")]
+    for name in (WEIGHTS_FILE, STATE_FILE):
+        stale += run_dir.glob(f".{name}.*.tmp")
+    for path in stale:
+        path.unlink(missing_ok=True)
+
+
+def _verified(folder: Path, entry: dict[str, Any], file: str) -> bytes:
+    path = folder / file
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise RunError(f"{path}: missing") from None
+    if _sha256(data) != entry["files"].get(file):
+        raise RunError(f"{path}: checksum mismatch (truncated or corrupted)")
+    return data
+
+
+def _load_weights_bytes(data: bytes, model: torch.nn.Module, where: Path) -> None:
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError) as err:
+        raise RunError(f"{where}: not a readable safetensors file ({err})") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # torch lists each mismatch after a header line; the first one names a tensor.
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        raise RunError(
+            f"{where}: weights do not fit the model in {CONFIG_FILE} ({detail.rstrip('.')})"
+        ) from None
+
+
+def load_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    *,
+    with_state: bool = True,
+    warn: Callable[[str], None] | None = None,
+) -> TrainState | None:
+    """Load the newest checkpoint whose checksums match into ``model``; return its state.
+
+    Checkpoints that fail (missing, truncated, corrupted, unreadable) are reported through
+    ``warn`` and the next older one is tried; RunError when none is usable. A run written
+    before checkpoints had a manifest loads from its top-level files.
+    """
+    entries = read_manifest(run_dir)
+    if not entries:
+        load_weights(run_dir, model)
+        return load_state(run_dir) if with_state else None
+    problems: list[str] = []
+    for entry in reversed(entries):
+        folder = run_dir / CHECKPOINTS_DIR / entry["name"]
+        try:
+            weights = _verified(folder, entry, WEIGHTS_FILE)
+            blob = _verified(folder, entry, STATE_FILE) if with_state else b""
+            _load_weights_bytes(weights, model, folder / WEIGHTS_FILE)
+            state = _parse_state(blob, folder / STATE_FILE) if with_state else None
+        except RunError as err:
+            problems.append(str(err))
+            continue
+        if problems and warn is not None:
+            warn(f"skipped: {'; '.join(problems)}; using {entry['name']} (step {entry['step']})")
+        return state
+    raise RunError(f"{run_dir}: no usable checkpoint: {'; '.join(problems)}")
 
 
 def build_model(config: Config) -> VAE | VQVAE:
@@ -143,7 +312,7 @@ def load_run(run_dir: str | Path) -> VAE | VQVAE:
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     model = build_model(config)
-    load_weights(run_dir, model)
+    load_checkpoint(run_dir, model, with_state=False)
     model.eval()
     model.config = config
     if isinstance(model, VQVAE) and (run_dir / PRIOR_FILE).is_file():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vaekit.atomic import atomic_write_text
+from vaekit.errors import RunError
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -15,7 +16,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise RunError(f"{path}: line {number} is not a JSON record") from None
+        if not isinstance(record, dict):
+            raise RunError(f"{path}: line {number} is not a JSON object")
+        records.append(record)
+    return records
 
 
 class MetricsLog:

@@ -8,10 +8,13 @@ resumed run continues exactly where a straight run would be.
 
 from __future__ import annotations
 
+import copy
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -26,6 +29,7 @@ from rich.progress import (
 
 from vaekit.config import Config, check_image_shape
 from vaekit.data import ImageData, iterate_batches, load_dataset, resolve_name, to_model_input
+from vaekit.data.pipeline import batch_indices
 from vaekit.errors import ConfigError, RunError
 from vaekit.models import VAE, VQVAE
 from vaekit.models.quantizer import usage_and_perplexity
@@ -83,6 +87,22 @@ class TermTotals:
             self.code_counts = counts if self.code_counts is None else self.code_counts + counts
         self.seen += int(terms.recon.shape[0])
 
+    def state(self) -> dict[str, Any]:
+        """The running sums as plain tensors, for a mid-epoch checkpoint."""
+        return {
+            "names": list(self.names),
+            "sums": self.sums,
+            "code_counts": self.code_counts,
+            "seen": self.seen,
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state` of a checkpoint."""
+        self.names = list(state.get("names", []))
+        self.sums = state.get("sums")
+        self.code_counts = state.get("code_counts")
+        self.seen = int(state.get("seen", 0))
+
     def means(self) -> dict[str, float]:
         """Mean of each term per example, plus codebook usage and perplexity for a VQ-VAE."""
         if self.sums is None:
@@ -139,6 +159,16 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+@dataclass
+class StepResult:
+    """One training step: the model's terms, the scalar loss, and whether the update was made
+    (False when the loss or the gradient norm was NaN or Inf: the step was skipped)."""
+
+    terms: Terms | VQTerms
+    loss: torch.Tensor
+    finite: bool
+
+
 def train_step(
     model: VAE | VQVAE,
     optimizer: torch.optim.Optimizer,
@@ -147,23 +177,31 @@ def train_step(
     *,
     kl_scale: float,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> tuple[Terms | VQTerms, torch.Tensor]:
-    """One optimiser step on a batch of model inputs; returns its terms and the scalar loss.
+) -> StepResult:
+    """One optimiser step on a batch of model inputs, skipped when the loss or gradient is not
+    finite (the weights and optimizer state stay as they were; the schedule moves on).
 
-    The whole per-batch work of :func:`train` (and of the speed benchmark in ``bench/``), with
-    no host synchronisation: nothing is read back to Python here.
+    The whole per-batch work of :func:`train` (and of the speed benchmark in ``bench/``). The
+    one read-back is the finiteness flag, checked before the optimizer may touch the weights.
     """
     with autocast(cfg.train.precision, x.device):
         terms = model.elbo(x, cfg.objective.estimator)
         objective = training_loss(terms, cfg.objective, kl_scale)
     optimizer.zero_grad(set_to_none=True)
     objective.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
     if cfg.train.grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-    optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm(grads)
+    finite = bool(torch.isfinite(objective) & torch.isfinite(norm))
+    if finite:
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
     if scheduler is not None:
         scheduler.step()
-    return terms, objective
+    return StepResult(terms, objective, finite)
 
 
 def _make_scheduler(
@@ -220,6 +258,70 @@ def _save_pictures(
     save_pairs(x_fixed, recon, pictures / "reconstructions.png", nrow)
 
 
+class TrainingInterrupted(RunError):
+    """SIGINT or SIGTERM stopped training after a checkpoint at the current step."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention for death by a signal
+
+
+class _StopSignals:
+    """Turn SIGINT / SIGTERM into a flag the loop checks after each step (main thread only)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        try:
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous.clear()
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received = self.received or signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class _Health:
+    """Counters of non-finite steps: consecutive bad steps, restores so far, skipped in total."""
+
+    bad_in_a_row: int = 0
+    restores: int = 0
+    skipped: int = 0
+    lr_scale: float = 1.0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "bad_in_a_row": self.bad_in_a_row,
+            "restores": self.restores,
+            "skipped": self.skipped,
+            "lr_scale": self.lr_scale,
+        }
+
+
+def _scale_lr(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    factor: float,
+) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    if scheduler is not None:
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+
+
 def train(
     config: Config,
     run_dir: str | Path,
@@ -229,8 +331,13 @@ def train(
 ) -> TrainResult:
     """Train the model ``config`` describes, writing everything into ``run_dir``.
 
-    With ``resume=True`` the run continues from its last checkpoint up to
-    ``config.train.epochs`` with the same weights, optimizer state and RNG streams.
+    With ``resume=True`` the run continues from its newest valid checkpoint (possibly in the
+    middle of an epoch) up to ``config.train.epochs`` with the same weights, optimizer state,
+    RNG streams and position in the data, so it ends with the weights of an uninterrupted run.
+    SIGINT / SIGTERM write a checkpoint at the current step and raise TrainingInterrupted. A
+    step whose loss or gradient is NaN/Inf is skipped; after ``train.max_bad_steps`` in a row
+    the newest checkpoint is restored with a lower learning rate, up to ``train.max_restores``
+    times, after which the run stops with a RunError saying what happened.
     """
     console = console or Console(stderr=True)
     run_dir = Path(run_dir)
@@ -248,36 +355,48 @@ def train(
             "both must be non-empty (check data.limit and data.val_fraction)"
         )
     cfg = resolve_config(cfg, train_data)
+    tc = cfg.train
 
-    seed = cfg.train.seed
+    seed = tc.seed
     torch.manual_seed(seed)
     model = ckpt.build_model(cfg)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_data) / cfg.train.batch_size)
-    total_steps = steps_per_epoch * cfg.train.epochs
+    steps_per_epoch = math.ceil(len(train_data) / tc.batch_size)
+    total_steps = steps_per_epoch * tc.epochs
     scheduler = _make_scheduler(optimizer, cfg, total_steps)
     shuffle_gen = torch.Generator().manual_seed(seed + 1)
     noise_gen = torch.Generator().manual_seed(seed + 2)
+    health = _Health()
+    # What a restore falls back to before the first checkpoint exists.
+    initial = (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        copy.deepcopy(optimizer.state_dict()),
+    )
 
-    start_epoch, step = 0, 0
+    start_epoch, step, skip = 0, 0, 0
+    resumed: ckpt.TrainState | None = None
     if resume:
-        state = ckpt.load_state(run_dir)
-        ckpt.load_weights(run_dir, model)
-        optimizer.load_state_dict(state.optimizer)
-        if scheduler is not None and state.scheduler is not None:
-            scheduler.load_state_dict(state.scheduler)
-        torch.set_rng_state(state.rng["torch"])
-        shuffle_gen.set_state(state.rng["shuffle"])
-        noise_gen.set_state(state.rng["noise"])
-        start_epoch, step = state.epoch, state.step
-        if start_epoch >= cfg.train.epochs:
+        resumed = ckpt.load_checkpoint(run_dir, model, warn=console.print)
+        assert resumed is not None
+        optimizer.load_state_dict(resumed.optimizer)
+        if scheduler is not None and resumed.scheduler is not None:
+            scheduler.load_state_dict(resumed.scheduler)
+        torch.set_rng_state(resumed.rng["torch"])
+        noise_gen.set_state(resumed.rng["noise"])
+        start_epoch, step, skip = resumed.epoch, resumed.step, resumed.batch_in_epoch
+        # Mid-epoch: replay the epoch's shuffle from its start and skip the batches done.
+        shuffle_gen.set_state(resumed.rng["shuffle_epoch_start" if skip else "shuffle"])
+        health = _Health(**resumed.health) if resumed.health else health
+        if start_epoch >= tc.epochs:
             raise RunError(
                 f"{run_dir}: already trained for {start_epoch} epochs; raise train.epochs "
                 f"(e.g. --set train.epochs={start_epoch + 5}) to continue"
             )
+        if skip:
+            console.print(f"resuming at step {step} (epoch {start_epoch + 1}, batch {skip + 1})")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if (run_dir / ckpt.WEIGHTS_FILE).exists():
+        if (run_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_manifest(run_dir):
             raise RunError(
                 f"{run_dir}: already holds a trained run; use --resume {run_dir} or a new --run-dir"
             )
@@ -285,7 +404,7 @@ def train(
 
     # Fixed latents and images: the per-epoch grids show the same z and x every epoch.
     picture_gen = torch.Generator().manual_seed(seed + 3)
-    n_pics = 8 * max(1, cfg.train.picture_count // 8)
+    n_pics = 8 * max(1, tc.picture_count // 8)
     prior = getattr(model, "prior", None)
     z_fixed = prior.sample(n_pics, generator=picture_gen) if prior is not None else None
     n_x = min(n_pics, len(val_data))
@@ -296,35 +415,90 @@ def train(
         dequantize=False,
     )
 
+    def save(epochs_done: int, batch_in_epoch: int, epoch_start: Any, totals: Any, loss_sum: Any):
+        ckpt.write_checkpoint(
+            run_dir,
+            model,
+            ckpt.TrainState(
+                epoch=epochs_done,
+                step=step,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else None,
+                rng={
+                    "torch": torch.get_rng_state(),
+                    "shuffle": shuffle_gen.get_state(),
+                    "shuffle_epoch_start": epoch_start,
+                    "noise": noise_gen.get_state(),
+                },
+                batch_in_epoch=batch_in_epoch,
+                progress={"totals": totals.state(), "loss_sum": loss_sum} if batch_in_epoch else {},
+                health=health.state(),
+            ),
+            tc.keep_checkpoints,
+        )
+
+    def restore_after_bad_steps() -> None:
+        health.restores += 1
+        if health.restores > tc.max_restores:
+            raise RunError(
+                f"{run_dir}: training diverged: the loss or gradient was NaN/Inf for "
+                f"{tc.max_bad_steps} steps in a row at step {step}, even after "
+                f"{tc.max_restores} restores with the learning rate lowered to "
+                f"{optimizer.param_groups[0]['lr']:.3g}; check the data for NaN/Inf, lower "
+                "train.lr or set train.grad_clip (the last good checkpoint is kept)"
+            )
+        if ckpt.read_manifest(run_dir):
+            state = ckpt.load_checkpoint(run_dir, model, warn=console.print)
+            assert state is not None
+            optimizer.load_state_dict(state.optimizer)
+        else:
+            model.load_state_dict(initial[0])
+            optimizer.load_state_dict(initial[1])
+        health.lr_scale *= tc.bad_step_lr_factor
+        _scale_lr(optimizer, scheduler, health.lr_scale)
+        health.bad_in_a_row = 0
+        console.print(
+            f"[yellow]{tc.max_bad_steps} non-finite steps in a row at step {step}: restored "
+            f"the last good weights, learning rate now {optimizer.param_groups[0]['lr']:.3g}"
+        )
+
     log = MetricsLog(
         run_dir / ckpt.METRICS_FILE, run_dir / ckpt.TENSORBOARD_DIR, keep_epochs=start_epoch
     )
     last: dict[str, float] = {}
     model.train()
     try:
-        with _progress(console, cfg.train.progress) as progress:
-            for epoch in range(start_epoch, cfg.train.epochs):
+        with _progress(console, tc.progress) as progress, _StopSignals() as stop:
+            for epoch in range(start_epoch, tc.epochs):
                 task = progress.add_task(
-                    "train",
-                    total=steps_per_epoch,
-                    epoch=f"{epoch + 1}/{cfg.train.epochs}",
-                    stats="",
+                    "train", total=steps_per_epoch, epoch=f"{epoch + 1}/{tc.epochs}", stats=""
                 )
+                epoch_start = shuffle_gen.get_state()
                 totals = TermTotals()
                 loss_sum = torch.zeros((), dtype=torch.float64)
+                skipped_before = health.skipped
+                if skip and resumed is not None and resumed.progress:
+                    totals.load(resumed.progress["totals"])
+                    loss_sum = resumed.progress["loss_sum"]
                 start = time.perf_counter()
-                for i, xb in enumerate(
-                    iterate_batches(
-                        train_data, cfg.train.batch_size, shuffle=True, generator=shuffle_gen
+                for i, index in enumerate(
+                    batch_indices(
+                        len(train_data),
+                        tc.batch_size,
+                        shuffle=True,
+                        generator=shuffle_gen,
+                        drop_last=False,
                     )
                 ):
+                    if i < skip:
+                        continue
                     x = to_model_input(
-                        xb,
+                        train_data.images.index_select(0, index),
                         binarize=cfg.data.binarize,
                         dequantize=cfg.data.dequantize,
                         generator=noise_gen,
                     )
-                    terms, objective = train_step(
+                    result = train_step(
                         model,
                         optimizer,
                         x,
@@ -333,10 +507,28 @@ def train(
                         scheduler=scheduler,
                     )
                     step += 1
-                    totals.add(terms)
-                    loss_sum += objective.detach().double() * x.shape[0]
+                    if result.finite:
+                        health.bad_in_a_row = 0
+                        totals.add(result.terms)
+                        loss_sum += result.loss.detach().double() * x.shape[0]
+                    else:
+                        health.bad_in_a_row += 1
+                        health.skipped += 1
+                        if health.bad_in_a_row >= tc.max_bad_steps:
+                            restore_after_bad_steps()
+                    last_batch = i + 1 == steps_per_epoch
+                    if stop.received is not None and not last_batch:
+                        save(epoch, i + 1, epoch_start, totals, loss_sum)
+                        name = signal.Signals(stop.received).name
+                        raise TrainingInterrupted(
+                            f"{name} at step {step} (epoch {epoch + 1}, batch {i + 1}): "
+                            f"checkpoint written; continue with: vaekit train --resume {run_dir}",
+                            stop.received,
+                        )
+                    if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not last_batch:
+                        save(epoch, i + 1, epoch_start, totals, loss_sum)
                     # Reading numbers back forces a sync; do it a few times per epoch only.
-                    if (i + 1) % 20 == 0 or i + 1 == steps_per_epoch:
+                    if ((i + 1) % 20 == 0 or last_batch) and totals.seen:
                         means = totals.means()
                         rate = totals.seen / (time.perf_counter() - start)
                         progress.update(
@@ -345,9 +537,10 @@ def train(
                             stats=f"loss {loss_sum.item() / totals.seen:.2f}  "
                             f"{_progress_stats(means)}  {rate:,.0f} samples/s",
                         )
+                skip = 0
                 seconds = time.perf_counter() - start
                 progress.remove_task(task)
-                seen = totals.seen
+                seen = max(totals.seen, 1)
                 train_means = totals.means()
                 val = validate(model, val_data, cfg, seed + EVAL_SEED_OFFSET)
                 last = {
@@ -360,30 +553,25 @@ def train(
                     "lr": optimizer.param_groups[0]["lr"],
                     "samples_per_s": seen / seconds,
                     "epoch_seconds": seconds,
+                    "skipped_steps": health.skipped - skipped_before,
                 }
                 log.write(last, step)
                 _save_pictures(model, run_dir, epoch + 1, z_fixed, x_fixed)
-                ckpt.save_weights(run_dir, model)
-                ckpt.save_state(
-                    run_dir,
-                    ckpt.TrainState(
-                        epoch=epoch + 1,
-                        step=step,
-                        optimizer=optimizer.state_dict(),
-                        scheduler=scheduler.state_dict() if scheduler is not None else None,
-                        rng={
-                            "torch": torch.get_rng_state(),
-                            "shuffle": shuffle_gen.get_state(),
-                            "noise": noise_gen.get_state(),
-                        },
-                    ),
-                )
+                save(epoch + 1, 0, shuffle_gen.get_state(), totals, loss_sum)
                 console.print(
-                    f"epoch {epoch + 1}/{cfg.train.epochs}  train elbo {train_means['elbo']:.2f}  "
+                    f"epoch {epoch + 1}/{tc.epochs}  train elbo "
+                    f"{train_means.get('elbo', math.nan):.2f}  "
                     f"val elbo {val['elbo']:.2f} ({_progress_stats(val)})  "
                     f"{seen / seconds:,.0f} samples/s",
                     soft_wrap=True,
                 )
+                if stop.received is not None and epoch + 1 < tc.epochs:
+                    name = signal.Signals(stop.received).name
+                    raise TrainingInterrupted(
+                        f"{name} after epoch {epoch + 1} (step {step}): checkpoint written; "
+                        f"continue with: vaekit train --resume {run_dir}",
+                        stop.received,
+                    )
     finally:
         log.close()
-    return TrainResult(run_dir=run_dir, epochs=cfg.train.epochs, steps=step, last=last)
+    return TrainResult(run_dir=run_dir, epochs=tc.epochs, steps=step, last=last)

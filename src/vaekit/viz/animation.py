@@ -87,9 +87,12 @@ def training_gif(
         )
     images = []
     for _, path in frames:
-        with Image.open(path) as img:
-            img.load()
-            images.append(img.copy())
+        try:
+            with Image.open(path) as img:
+                img.load()
+                images.append(img.copy())
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for damaged files
+            raise RunError(f"{path}: cannot read this training frame ({err})") from None
     width = max(img.width for img in images)
     height = max(img.height for img in images)
     strip = max(22, min(40, height // 14))
