@@ -195,6 +195,14 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "iw_k": ("IW samples K", ""),
     "bits_per_dim": ("bits/dim", "bits"),
     "iw_bits_per_dim": ("bits/dim from the IW-NLL", "bits"),
+    "prior_nll": ("prior NLL \u2212log p(z_q) (learned prior)", "nats"),
+    "prior_bits_per_code": ("prior NLL per code position", "bits"),
+    "nll_upper_bound_uniform_prior": ("NLL upper bound with a uniform prior", "nats"),
+    "uniform_prior_nll": ("uniform prior cost H\u00b7W\u00b7log K", "nats"),
+    "mse_per_pixel": ("squared error of the reconstruction", "per pixel, [0, 1] scale"),
+    "codes_used": ("codes used on the test set", "of K"),
+    "code_usage": ("codebook usage", "fraction of K"),
+    "perplexity": ("code perplexity", "effective number of codes"),
     "active_units": ("active units", "of D"),
     "mutual_information": ("mutual information I(x; z)", "nats"),
     "mi": ("mutual information I(x; z)", "nats"),
@@ -203,6 +211,7 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
 # table as settings, not as table rows.
 SETTING_KEYS = {
     "seed",
+    "num_codes",
     "examples",
     "chunk_size",
     "iw_batch_size",
@@ -261,6 +270,8 @@ def _metrics_table(result: Mapping[str, Any], latent_dim: int) -> str:
             label = f"IW-NLL (K = {flat['iw_k']})"
         if leaf(key) == "active_units":
             unit = f"of {latent_dim}"
+        if unit in ("of K", "fraction of K") and "num_codes" in flat:
+            unit = unit.replace("K", f"K = {flat['num_codes']}")
         if unit == "nats":
             unit = "nats per example"
         if leaf(key) in ("mutual_information", "mi"):
