@@ -90,14 +90,14 @@ class Trainer:
         latent: int | None = None,
     ) -> None:
         from vaekit.data import load_dataset
-        from vaekit.train.loop import make_optimizer, resolve_config
+        from vaekit.train.loop import make_optimizer, prepare_for_training, resolve_config
 
         self.device = torch.device(device)
         cfg = load_config(config, precision, batch=batch, latent=latent)
         data = load_dataset(cfg.data, "train")
         self.cfg = resolve_config(cfg, data)
         self.images = data.images.to(self.device)
-        self.model = build(arch, self.cfg, data.shape, self.device)
+        self.model = prepare_for_training(build(arch, self.cfg, data.shape, self.device))
         self.model.train()
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.steps_per_epoch = math.ceil(len(data) / self.cfg.train.batch_size)
