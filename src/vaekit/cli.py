@@ -53,7 +53,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_toml(config), end="")
         return 0
-    console.print(f"run directory: [bold]{run_dir}[/bold]")
     result = train(config, run_dir, resume=args.resume is not None, console=console)
     console.print(
         f"done: {result.epochs} epochs, {result.steps} steps. Outputs in [bold]{run_dir}[/bold]:\n"

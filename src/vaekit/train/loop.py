@@ -412,6 +412,9 @@ def train(
             raise RunError(
                 f"{run_dir}: already holds a trained run; use --resume {run_dir} or a new --run-dir"
             )
+    # Said only now, once the data and the run directory are known to be good, so that a bad
+    # input's error is the only line the user sees.
+    console.print(f"run directory: [bold]{run_dir}[/bold]")
     ckpt.write_config(run_dir, cfg)
 
     # Fixed latents and images: the per-epoch grids show the same z and x every epoch.
