@@ -231,3 +231,27 @@ def test_iw_gradients_flow_outside_no_grad(setup):
     bound.backward()
     assert model.decoder.w.grad is not None and model.decoder.w.grad.abs().sum() > 0
     model.zero_grad()
+
+
+def test_compiled_decoder_gives_the_eager_iw_estimate():
+    # torch.compile (or its eager fallback on a machine without a compiler) changes speed only.
+    from vaekit.config import ModelConfig
+    from vaekit.evaluate import CompiledLogLikelihood
+    from vaekit.models import build_vae
+
+    torch.manual_seed(0)
+    model = build_vae(ModelConfig(arch="mlp", hidden=[32], latent_dim=3), (1, 28, 28)).eval()
+    x = (torch.rand(6, 1, 28, 28) < 0.3).float()
+    with torch.no_grad():
+        eager = iw_log_likelihood(
+            model, x, 20, chunk_size=10, generator=torch.Generator().manual_seed(5)
+        )
+        compiled = iw_log_likelihood(
+            model,
+            x,
+            20,
+            chunk_size=10,
+            generator=torch.Generator().manual_seed(5),
+            log_likelihood=CompiledLogLikelihood(model),
+        )
+    assert torch.allclose(compiled, eager, rtol=0, atol=1e-3)

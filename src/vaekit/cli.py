@@ -236,6 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         binarization=args.binarization,
         diagnostics=not args.no_diagnostics,
         limit=args.limit,
+        compile=args.compile,
     )
     print(
         f"{result['dataset']} {result['split']} ({result['examples']} examples, "
@@ -553,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-set protocol for Bernoulli models (default: the run's own)",
     )
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the IW decoder passes through torch.compile (1.6x faster for the mlp "
+        "recipe after a few seconds of compiling; needs a C++ compiler, else eager)",
+    )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument(
         "--no-diagnostics",

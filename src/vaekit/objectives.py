@@ -181,12 +181,26 @@ def streaming_logsumexp(chunks: Iterable[torch.Tensor]) -> torch.Tensor:
     return total
 
 
+LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def decoder_log_likelihood(model: LatentVariableModel) -> LogLikelihood:
+    """(z, x) -> log p(x|z) of ``model``: its decoder and likelihood as one function (which
+    ``torch.compile`` can fuse, see :class:`vaekit.evaluate.CompiledLogLikelihood`)."""
+
+    def log_px(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return model.likelihood.log_prob(model.decode(z), x)
+
+    return log_px
+
+
 def _log_weight_chunks(
     model: LatentVariableModel,
     x: torch.Tensor,
     k: int,
     chunk_size: int,
     generator: torch.Generator | None,
+    log_likelihood: LogLikelihood,
 ) -> Iterator[torch.Tensor]:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) in float64, [c, B] per chunk of K."""
     q = model.encode(x)
@@ -203,7 +217,7 @@ def _log_weight_chunks(
             ]
         )
         z = mean + std * eps  # the reparameterised sample, as q.rsample draws it
-        log_px = model.likelihood.log_prob(model.decode(z), x)
+        log_px = log_likelihood(z, x)
         yield log_px.double() + model.prior.log_prob(z).double() - q.log_prob(z).double()
 
 
@@ -214,6 +228,7 @@ def iw_log_likelihood(
     *,
     chunk_size: int = 100,
     generator: torch.Generator | None = None,
+    log_likelihood: LogLikelihood | None = None,
 ) -> torch.Tensor:
     """Per-example importance-weighted estimate of log p(x), [B] float64 nats.
 
@@ -229,5 +244,6 @@ def iw_log_likelihood(
         raise ValueError(f"k must be a positive number of importance samples, got {k}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    chunks = _log_weight_chunks(model, x, k, min(chunk_size, k), generator)
+    log_px = log_likelihood or decoder_log_likelihood(model)
+    chunks = _log_weight_chunks(model, x, k, min(chunk_size, k), generator, log_px)
     return streaming_logsumexp(chunks) - math.log(k)
