@@ -30,6 +30,17 @@ def tiny_raw(**sections: dict) -> dict:
     return raw
 
 
+# A small VQ-VAE model section: 16 codes of size 4 on a 7x7 map, 16-channel residual nets.
+TINY_VQ = {
+    "kind": "vqvae",
+    "arch": "resnet",
+    "hidden_channels": 16,
+    "residual_channels": 8,
+    "residual_blocks": 1,
+    "quantizer": {"num_codes": 16, "code_dim": 4},
+}
+
+
 @pytest.fixture
 def tiny_config() -> Config:
     return config_from_dict(tiny_raw())

@@ -26,19 +26,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_raw, write_toml
+from conftest import TINY_VQ, tiny_raw, write_toml
 from vaekit import cli
 
 BAD = Path(__file__).resolve().parent / "bad_inputs"
 VAEKIT = [sys.executable, "-m", "vaekit"]
-TINY_VQ = {
-    "kind": "vqvae",
-    "arch": "resnet",
-    "hidden_channels": 16,
-    "residual_channels": 8,
-    "residual_blocks": 1,
-    "quantizer": {"num_codes": 16, "code_dim": 4},
-}
 MEMORY_LIMIT = 3 << 30  # address space for the "huge header" cases: 10 GB cannot be allocated
 
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_raw, write_toml
+from conftest import TINY_VQ, tiny_raw, write_toml
 from test_cli import run
 from vaekit.evaluate import score_examples
+from vaekit.evaluate_vq import encode_dataset
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.prior_fit import code_nll
-from vaekit.viz.figures import codes_of
 
 TINY_PRIOR = [
     "--set",
@@ -30,17 +30,7 @@ TINY_PRIOR = [
 
 
 def vq_raw() -> dict:
-    return tiny_raw(
-        model={
-            "kind": "vqvae",
-            "arch": "resnet",
-            "hidden_channels": 16,
-            "residual_channels": 8,
-            "residual_blocks": 1,
-            "quantizer": {"num_codes": 16, "code_dim": 4},
-        },
-        train={"epochs": 2},
-    )
+    return tiny_raw(model=TINY_VQ, train={"epochs": 2})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +94,7 @@ def test_train_prior_then_sample_evaluate_and_report(vq_run):
     from vaekit.diagnostics import SEED_INPUT, derived_seed
 
     data = load_dataset(test.config.data, "test")
-    codes = codes_of(test, data, seed=derived_seed(0, SEED_INPUT))
+    codes = encode_dataset(test, data, seed=derived_seed(0, SEED_INPUT))
     expected = code_nll(test.code_prior, codes).mean().item()
     assert result["prior"] == "learned"
     assert result["prior_nll"] == pytest.approx(expected, rel=0.02)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from vaekit.config import Config
+from vaekit.data import iterate_batches, to_model_input
 from vaekit.data.pipeline import ImageData
 from vaekit.diagnostics import seeded_model_inputs
 from vaekit.models import VQVAE
@@ -34,6 +35,21 @@ def _batches(
         data, binarize=binarize, dequantize=dequantize, seed=seed, batch_size=batch_size
     ):
         yield x.to(device)
+
+
+@torch.no_grad()
+def encode_dataset(
+    model: VQVAE, data: ImageData, *, seed: int, batch_size: int = 500
+) -> torch.Tensor:
+    """Code maps [N, h, w] of a dataset's images, prepared as the run's data config says (no
+    dequantization noise; a binarizing run's images binarized once, seeded by ``seed``)."""
+    noise = torch.Generator().manual_seed(seed)
+    binarize = model.config.data.binarize
+    parts = [
+        model.encode_codes(to_model_input(xb, binarize=binarize, dequantize=False, generator=noise))
+        for xb in iterate_batches(data, batch_size, shuffle=False, generator=None)
+    ]
+    return torch.cat(parts)
 
 
 @torch.no_grad()

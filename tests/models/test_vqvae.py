@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_raw
+from conftest import TINY_VQ, tiny_raw
 from vaekit.config import ModelConfig, config_from_dict
 from vaekit.errors import ConfigError, RunError
 from vaekit.models import build_vqvae
@@ -19,16 +19,7 @@ from vaekit.train.loop import train
 
 
 def vq_model_cfg(**kw) -> dict:
-    base = {
-        "kind": "vqvae",
-        "arch": "resnet",
-        "hidden_channels": 16,
-        "residual_channels": 8,
-        "residual_blocks": 1,
-        "likelihood": "bernoulli",
-        "quantizer": {"num_codes": 16, "code_dim": 4, "dead_code_steps": 20},
-    }
-    return base | kw
+    return TINY_VQ | {"likelihood": "bernoulli"} | kw
 
 
 @pytest.mark.parametrize(

@@ -139,15 +139,21 @@ def _parse_idx_header(data: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...
     return dtype, dims, header
 
 
+def _read_idx_head(f: BinaryIO) -> bytes:
+    """The magic number and the dimension sizes it announces (short if the file is)."""
+    head = f.read(4)
+    if len(head) == 4:
+        head += f.read(4 * head[3])
+    return head
+
+
 def idx_header(path: str | Path) -> tuple[np.dtype, tuple[int, ...]]:
     """Dtype and dims of an IDX file from its header alone (cheap: no full decompression)."""
     path = Path(path)
     gz = is_gzip(path)
     try:
         with open_decompressed(path) as f:
-            head = f.read(4)
-            if len(head) == 4:
-                head += f.read(4 * head[3])
+            head = _read_idx_head(f)
     except GZIP_ERRORS as err:
         raise _read_failure(path, err, gz) from None
     dtype, dims, _ = _parse_idx_header(head, path)
@@ -164,9 +170,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     gz = is_gzip(path)
     try:
         with open_decompressed(path) as f:
-            head = f.read(4)
-            if len(head) == 4:
-                head += f.read(4 * head[3])
+            head = _read_idx_head(f)
             dtype, dims, header = _parse_idx_header(head, path)
             count = math.prod(dims)
             expected = count * dtype.itemsize

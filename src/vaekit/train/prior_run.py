@@ -19,10 +19,9 @@ from rich.console import Console
 
 from vaekit.atomic import atomic_write_text
 from vaekit.config import apply_overrides, config_from_dict, read_toml
-from vaekit.data import iterate_batches, load_dataset, to_model_input
-from vaekit.data.pipeline import ImageData
+from vaekit.data import load_dataset
 from vaekit.errors import RunError
-from vaekit.models import VQVAE
+from vaekit.evaluate_vq import encode_dataset
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.prior_fit import PriorEpoch, fit_prior
 
@@ -36,19 +35,6 @@ class PriorResult:
     path: Path
     epochs: list[PriorEpoch]
     bits_per_code: float
-
-
-@torch.no_grad()
-def encode_dataset(model: VQVAE, data: ImageData, batch_size: int = 500) -> torch.Tensor:
-    """The code maps [N, h, w] of a dataset's images, prepared as in training but noise-free
-    (a binarizing run's images are binarized once with a fixed seed)."""
-    binarize = model.config.data.binarize
-    noise = torch.Generator().manual_seed(CODE_SEED)
-    parts = [
-        model.encode_codes(to_model_input(xb, binarize=binarize, dequantize=False, generator=noise))
-        for xb in iterate_batches(data, batch_size, shuffle=False, generator=None)
-    ]
-    return torch.cat(parts)
 
 
 def train_prior(
@@ -85,8 +71,8 @@ def train_prior(
     if len(val_data) == 0:
         val_data = train_data
     console.print(f"encoding {len(train_data)} training and {len(val_data)} validation images")
-    train_codes = encode_dataset(model, train_data)
-    val_codes = encode_dataset(model, val_data)
+    train_codes = encode_dataset(model, train_data, seed=CODE_SEED)
+    val_codes = encode_dataset(model, val_data, seed=CODE_SEED)
 
     p = config.prior
     torch.manual_seed(p.seed)

@@ -14,6 +14,7 @@ import torch
 
 from vaekit.data import ImageData, load_dataset, to_model_input
 from vaekit.errors import RunError
+from vaekit.evaluate_vq import encode_dataset
 from vaekit.models import VAE, VQVAE
 from vaekit.models.quantizer import usage_and_perplexity
 from vaekit.train import checkpoint as ckpt
@@ -256,30 +257,12 @@ def require_kind(model: VAE | VQVAE, picture: str) -> None:
         raise RunError(f"{picture}: a picture of a VQ-VAE's codes; this run is a VAE")
 
 
-def codes_of(model: VQVAE, data: ImageData, seed: int = 0) -> torch.Tensor:
-    """Code maps [N, h, w] of ``data``, the images prepared as in training with seeded noise."""
-    cfg = model.config.data
-    noise = torch.Generator().manual_seed(seed)
-    parts = [
-        model.encode_codes(
-            to_model_input(
-                data.images[i : i + 1000],
-                binarize=cfg.binarize,
-                dequantize=cfg.dequantize,
-                generator=noise,
-            )
-        )
-        for i in range(0, len(data), 1000)
-    ]
-    return torch.cat(parts)
-
-
 def draw_code_usage(
     model: VQVAE, out: str | Path, *, seed: int = 0, data: ImageData | None = None
 ) -> Path:
     """Histogram of how often each code is chosen on the test set, most used first."""
     require_kind(model, "code_usage")
-    codes = codes_of(model, _or_test(model, data), seed)
+    codes = encode_dataset(model, _or_test(model, data), seed=seed)
     counts = torch.bincount(codes.flatten(), minlength=model.num_codes)
     usage, perplexity = usage_and_perplexity(counts)
     return save_code_usage(counts, out, usage=usage, perplexity=perplexity)
