@@ -28,9 +28,10 @@ def _default_run_dir(config_path: Path) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from vaekit import distributed
     from vaekit.config import config_from_dict, load_config, to_toml
     from vaekit.train import checkpoint as ckpt
-    from vaekit.train.loop import train
+    from vaekit.train.loop import TrainingInterrupted, train
 
     console = Console(stderr=True)
     if args.resume is not None:
@@ -49,11 +50,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config is None:
             raise VaekitError("train needs a CONFIG file (see configs/) or --resume RUN")
         config = load_config(args.config, args.set)
-        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(Path(args.config))
+        run_dir = Path(args.run_dir) if args.run_dir else None
     if args.print_config:
         print(to_toml(config), end="")
         return 0
-    result = train(config, run_dir, resume=args.resume is not None, console=console)
+    # Under torchrun: join the process group now, so that every process trains into the
+    # run directory rank 0 chose, and only rank 0 speaks.
+    world = distributed.start(config.train.device, config.train.dist_timeout)
+    if not world.is_main:
+        console = Console(stderr=True, quiet=True)
+    if run_dir is None:
+        chosen = str(_default_run_dir(Path(args.config))) if world.is_main else None
+        run_dir = Path(distributed.broadcast_object(chosen))
+    try:
+        result = train(config, run_dir, resume=args.resume is not None, console=console)
+    except BaseException as err:
+        # Every process stops at the same step on a signal; after any other error the peers
+        # may be gone, so the group is left without a goodbye.
+        distributed.stop(clean=isinstance(err, TrainingInterrupted))
+        raise
+    distributed.stop()
     console.print(
         f"done: {result.epochs} epochs, {result.steps} steps. Outputs in [bold]{run_dir}[/bold]:\n"
         f"  weights   {run_dir / ckpt.WEIGHTS_FILE}\n"
@@ -613,6 +629,26 @@ def _one_line(text: str) -> str:
     return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def _who() -> str:
+    """ "vaekit" or, in a torchrun job of several processes, "vaekit[rank N]"."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
+        return f"vaekit[rank {os.environ['RANK']}]"
+    return "vaekit"
+
+
+def _is_interrupted_peer(err: BaseException) -> bool:
+    """A signal stopped a torchrun job and this is not rank 0: rank 0 alone says so."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        return False
+    from vaekit.train.loop import TrainingInterrupted
+
+    return isinstance(err, TrainingInterrupted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI: user errors print one line and exit 2, unexpected ones one line and exit 1.
 
@@ -630,11 +666,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         if isinstance(err, VaekitError):
-            print(f"vaekit: error: {_one_line(str(err))}", file=sys.stderr)
+            if not _is_interrupted_peer(err):
+                print(f"{_who()}: error: {_one_line(str(err))}", file=sys.stderr)
             return getattr(err, "exit_code", EXIT_USER_ERROR)  # 130/143 after a signal
         detail = _one_line(str(err)) or "(no message)"
         print(
-            f"vaekit: internal error: {type(err).__name__}: {detail} "
+            f"{_who()}: internal error: {type(err).__name__}: {detail} "
             "(rerun with --debug for the traceback)",
             file=sys.stderr,
         )

@@ -208,6 +208,15 @@ class TrainConfig(_Section):
     max_restores: int = Field(
         default=3, ge=0, description="restores after which a diverging run stops"
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="where training runs; auto: the GPU when CUDA is present, else the CPU",
+    )
+    dist_timeout: float = Field(
+        default=600.0,
+        gt=0.0,
+        description="seconds a process of a torchrun job waits for its peers before it fails",
+    )
 
 
 class PriorConfig(_Section):

@@ -22,11 +22,11 @@ from vaekit.data.pipeline import (
     iterate_labelled_batches,
     load_dataset,
     resolve_name,
-    shard,
     split_train_val,
     to_model_input,
 )
 from vaekit.errors import DataError
+from vaekit.probability.noise import rows_of
 
 
 def numbered(n: int, shape=(1, 4, 4)) -> ImageData:
@@ -150,12 +150,21 @@ def test_dequantization_range_and_mean():
         to_model_input(x, binarize="dynamic", dequantize=True)
 
 
-def test_shard_is_contiguous_equal_and_disjoint():
-    data = numbered(10)
-    shards = [shard(data, r, 3) for r in range(3)]
-    assert [s.labels.tolist() for s in shards] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-    with pytest.raises(ValueError, match=r"rank"):
-        shard(data, 3, 3)
+def test_process_blocks_of_an_epoch_cover_every_example_once_and_epochs_differ():
+    n, batch, world = 103, 10, 3  # the last batch of 3 still gives each process a row
+    generator = torch.Generator().manual_seed(1)
+    orders = []
+    for _epoch in range(2):
+        per_rank = [[] for _ in range(world)]
+        for index in batch_indices(n, batch, shuffle=True, generator=generator, drop_last=False):
+            for rank in range(world):
+                share = rows_of(len(index), rank, world)
+                per_rank[rank].append(index[share.start : share.stop])
+        blocks = [torch.cat(parts) for parts in per_rank]
+        together = torch.cat(blocks)
+        assert torch.equal(together.sort().values, torch.arange(n))  # each example once
+        orders.append(together)
+    assert not torch.equal(orders[0], orders[1])  # a fresh permutation each epoch
 
 
 def sprites_cfg(**kw) -> DataConfig:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vaekit import distributed
 from vaekit.config import QuantizerConfig
 
 
@@ -158,6 +159,8 @@ class VectorQuantizer(nn.Module):
         if bool(self.initialised):
             return
         centres = kmeans(flat, self.num_codes, self.kmeans_iters)
+        # Under DDP every process starts from rank 0's codebook (its first local batch).
+        distributed.broadcast_(centres)
         self.codebook.data.copy_(centres)
         if self.use_ema:
             self.ema_sum.copy_(centres)
@@ -169,7 +172,13 @@ class VectorQuantizer(nn.Module):
         counts = torch.bincount(codes, minlength=self.num_codes).to(flat.dtype)
         if self.use_ema:
             sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, flat)
+            if distributed.active():
+                # The statistics of the global batch, so the codebooks stay identical.
+                both = distributed.all_reduce_sum_(torch.cat([counts[:, None], sums], 1))
+                counts, sums = both[:, 0], both[:, 1:]
             self._ema_step(counts, sums)
+        elif distributed.active():
+            distributed.all_reduce_sum_(counts)
         if self.dead_code_steps > 0:
             self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
             dead = (self.steps_unused >= self.dead_code_steps).nonzero().flatten()
@@ -191,7 +200,7 @@ class VectorQuantizer(nn.Module):
     def _restart(self, dead: torch.Tensor, flat: torch.Tensor) -> None:
         """Move dead codes onto encoder outputs drawn at random from the batch."""
         pick = torch.randint(flat.shape[0], (len(dead),), device=flat.device)
-        fresh = flat[pick]
+        fresh = distributed.broadcast_(flat[pick].contiguous())  # rank 0's picks for all
         self.codebook.data[dead] = fresh
         if self.use_ema:
             self.ema_sum[dead] = fresh

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from vaekit.probability import noise
+
 # exp(-30) ~ 1e-13 and exp(20) ~ 5e8: wide enough for any sensible posterior, narrow enough
 # that var, 1/var and log-densities stay finite in float32 (exp overflows near 88) and that a
 # wild encoder early in training cannot make the KL or log_prob inf/NaN. Values outside the
@@ -77,8 +79,12 @@ class DiagonalGaussian:
         on the same device as the parameters.
         """
         shape = torch.Size(sample_shape) + self._mean.shape
-        eps = torch.randn(
-            shape, generator=generator, dtype=self._mean.dtype, device=self._mean.device
+        eps = noise.randn(
+            shape,
+            batch_dim=len(sample_shape),
+            generator=generator,
+            dtype=self._mean.dtype,
+            device=self._mean.device,
         )
         return self._mean + self.std * eps
 

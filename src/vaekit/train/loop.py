@@ -27,6 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from vaekit import distributed
 from vaekit.config import Config, check_image_shape
 from vaekit.data import ImageData, iterate_batches, load_dataset, resolve_name, to_model_input
 from vaekit.data.pipeline import batch_indices
@@ -34,6 +35,7 @@ from vaekit.errors import ConfigError, RunError
 from vaekit.models import VAE, VQVAE
 from vaekit.models.quantizer import usage_and_perplexity
 from vaekit.objectives import Terms, VQTerms, kl_weight, training_loss
+from vaekit.probability.noise import RowShare, row_share, rows_of
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import MetricsLog
 from vaekit.viz.grid import save_grid, save_pairs
@@ -103,6 +105,37 @@ class TermTotals:
         self.code_counts = state.get("code_counts")
         self.seen = int(state.get("seen", 0))
 
+    def zeroed(self) -> TermTotals:
+        """Empty totals with the same names: what a process other than rank 0 resumes with
+        (rank 0 carries the checkpoint's totals of the whole global batch)."""
+        out = TermTotals()
+        out.names = list(self.names)
+        out.sums = None if self.sums is None else torch.zeros_like(self.sums)
+        out.code_counts = None if self.code_counts is None else torch.zeros_like(self.code_counts)
+        return out
+
+    def reduced(self) -> TermTotals:
+        """The totals summed over all training processes (a collective; self for one process).
+
+        Every process has added the same number of batches, so either all or none hold sums.
+        """
+        if not distributed.active() or self.sums is None:
+            return self
+        parts = [
+            self.sums,
+            torch.tensor([float(self.seen)], dtype=torch.float64, device=self.sums.device),
+        ]
+        if self.code_counts is not None:
+            parts.append(self.code_counts.double())
+        flat = distributed.all_reduce_sum_(torch.cat(parts))
+        out = TermTotals()
+        out.names = list(self.names)
+        n = len(self.names)
+        out.sums, out.seen = flat[:n], int(flat[n].item())
+        if self.code_counts is not None:
+            out.code_counts = flat[n + 1 :].round().long()
+        return out
+
     def means(self) -> dict[str, float]:
         """Mean of each term per example, plus codebook usage and perplexity for a VQ-VAE."""
         if self.sums is None:
@@ -115,27 +148,43 @@ class TermTotals:
 
 
 @torch.no_grad()
-def validate(model: VAE | VQVAE, data: ImageData, config: Config, seed: int) -> dict[str, float]:
+def validate(
+    model: VAE | VQVAE,
+    data: ImageData,
+    config: Config,
+    seed: int,
+    world: distributed.World | None = None,
+) -> dict[str, float]:
     """Mean ELBO, reconstruction and KL (nats per example) over ``data``, with fixed noise;
-    for a VQ-VAE also its codebook and commitment terms, code usage and perplexity."""
+    for a VQ-VAE also its codebook and commitment terms, code usage and perplexity.
+
+    Under DDP each process evaluates its rows of every batch with the global batch's noise and
+    the sums are all-reduced: the numbers match one process evaluating the whole set.
+    """
+    world = world or distributed.World()
+    device = world.device
     was_training = model.training
     model.eval()
-    noise = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     totals = TermTotals()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for xb in iterate_batches(
             data, config.train.eval_batch_size, shuffle=False, generator=None
         ):
-            x = to_model_input(
-                xb,
-                binarize=config.data.binarize,
-                dequantize=config.data.dequantize,
-                generator=noise,
-            )
-            totals.add(model.elbo(x, config.objective.estimator))
+            share = rows_of(len(xb), world.rank, world.world_size) if world.parallel else None
+            if share is not None and share.rows == 0:
+                continue  # a last batch smaller than the number of processes
+            with row_share(share):
+                x = to_model_input(
+                    xb if share is None else xb[share.start : share.stop],
+                    binarize=config.data.binarize,
+                    dequantize=config.data.dequantize,
+                    generator=generator,
+                )
+                totals.add(model.elbo(x.to(device), config.objective.estimator))
     model.train(was_training)
-    return totals.means()
+    return totals.reduced().means()
 
 
 def prepare_for_training(model: torch.nn.Module) -> torch.nn.Module:
@@ -189,24 +238,33 @@ def train_step(
     *,
     kl_scale: float,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    forward: torch.nn.Module | None = None,
+    loss_weight: float = 1.0,
 ) -> StepResult:
     """One optimiser step on a batch of model inputs, skipped when the loss or gradient is not
     finite (the weights and optimizer state stay as they were; the schedule moves on).
 
     The whole per-batch work of :func:`train` (and of the speed benchmark in ``bench/``). The
     one read-back is the finiteness flag, checked before the optimizer may touch the weights.
+
+    Under DDP ``forward`` is the DDP-wrapped ELBO (``vaekit.distributed.wrap``) and
+    ``loss_weight`` is world size x local rows / global rows, so that DDP's average of the
+    processes' gradients is the gradient of the global batch mean; the processes agree on
+    skipping a step.
     """
+    elbo = forward if forward is not None else model.elbo
     with autocast(cfg.train.precision, x.device):
-        terms = model.elbo(x, cfg.objective.estimator)
+        terms = elbo(x, cfg.objective.estimator)
         objective = training_loss(terms, cfg.objective, kl_scale)
     optimizer.zero_grad(set_to_none=True)
-    objective.backward()
+    (objective * loss_weight if loss_weight != 1.0 else objective).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if cfg.train.grad_clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
     else:
         norm = torch.nn.utils.get_total_norm(grads)
     finite = bool(torch.isfinite(objective) & torch.isfinite(norm))
+    finite = not distributed.any_process(not finite, x.device)
     if finite:
         optimizer.step()
     else:
@@ -334,6 +392,33 @@ def _scale_lr(
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
 
+def resume_command(run_dir: Path, world: distributed.World) -> str:
+    """The command that continues this run, in the launcher it was started with."""
+    if world.parallel:
+        return f"torchrun ... -m vaekit train --resume {run_dir}"
+    return f"vaekit train --resume {run_dir}"
+
+
+def steps_in_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimiser steps per epoch: the full batches, and the last partial one when every
+    process gets at least one of its rows (under DDP a smaller last batch is left out)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= world_size else 0)
+
+
+def _check_world(world: distributed.World, cfg: Config, n_val: int) -> None:
+    if world.world_size > cfg.train.batch_size:
+        raise ConfigError(
+            f"train.batch_size: {cfg.train.batch_size} is smaller than the {world.world_size} "
+            "processes; the batch size is the global batch, split across processes"
+        )
+    if world.world_size > n_val:
+        raise ConfigError(
+            f"data: {n_val} validation images for {world.world_size} processes; "
+            "each process needs at least one"
+        )
+
+
 def train(
     config: Config,
     run_dir: str | Path,
@@ -350,10 +435,16 @@ def train(
     step whose loss or gradient is NaN/Inf is skipped; after ``train.max_bad_steps`` in a row
     the newest checkpoint is restored with a lower learning rate, up to ``train.max_restores``
     times, after which the run stops with a RunError saying what happened.
+
+    Started by ``torchrun``, the run is data-parallel (``vaekit.distributed``): the same
+    training, step for step, as one process with the same global batch; only rank 0 writes.
     """
-    console = console or Console(stderr=True)
-    run_dir = Path(run_dir)
     cfg = config.model_copy(deep=True)
+    world = distributed.start(cfg.train.device, cfg.train.dist_timeout)
+    console = console or Console(stderr=True)
+    if not world.is_main:
+        console = Console(stderr=True, quiet=True)
+    run_dir = Path(run_dir)
     if cfg.data.name == "auto":
         cfg.data.name = resolve_name(cfg.data)
     if cfg.train.num_threads:
@@ -368,12 +459,20 @@ def train(
         )
     cfg = resolve_config(cfg, train_data)
     tc = cfg.train
+    _check_world(world, cfg, len(val_data))
+    device = world.device
 
     seed = tc.seed
     torch.manual_seed(seed)
     model = prepare_for_training(ckpt.build_model(cfg))
+    # Fixed latents for the per-epoch sample grids, drawn on the CPU from their own generator.
+    picture_gen = torch.Generator().manual_seed(seed + 3)
+    n_pics = 8 * max(1, tc.picture_count // 8)
+    prior = getattr(model, "prior", None)
+    z_fixed = prior.sample(n_pics, generator=picture_gen).to(device) if prior is not None else None
+    model.to(device)
     optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_data) / tc.batch_size)
+    steps_per_epoch = steps_in_epoch(len(train_data), tc.batch_size, world.world_size)
     total_steps = steps_per_epoch * tc.epochs
     scheduler = _make_scheduler(optimizer, cfg, total_steps)
     shuffle_gen = torch.Generator().manual_seed(seed + 1)
@@ -388,12 +487,16 @@ def train(
     start_epoch, step, skip = 0, 0, 0
     resumed: ckpt.TrainState | None = None
     if resume:
+        # Every process reads the checkpoint (the run directory must be on a filesystem they
+        # all see); DDP then starts all of them from rank 0's weights.
         resumed = ckpt.load_checkpoint(run_dir, model, warn=console.print)
         assert resumed is not None
         optimizer.load_state_dict(resumed.optimizer)
         if scheduler is not None and resumed.scheduler is not None:
             scheduler.load_state_dict(resumed.scheduler)
         torch.set_rng_state(resumed.rng["torch"])
+        if device.type == "cuda" and "cuda" in resumed.rng:
+            torch.cuda.set_rng_state(resumed.rng["cuda"], device)
         noise_gen.set_state(resumed.rng["noise"])
         start_epoch, step, skip = resumed.epoch, resumed.step, resumed.batch_in_epoch
         # Mid-epoch: replay the epoch's shuffle from its start and skip the batches done.
@@ -407,30 +510,51 @@ def train(
         if skip:
             console.print(f"resuming at step {step} (epoch {start_epoch + 1}, batch {skip + 1})")
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
         if (run_dir / ckpt.WEIGHTS_FILE).exists() or ckpt.read_manifest(run_dir):
             raise RunError(
                 f"{run_dir}: already holds a trained run; use --resume {run_dir} or a new --run-dir"
             )
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
     # Said only now, once the data and the run directory are known to be good, so that a bad
     # input's error is the only line the user sees.
     console.print(f"run directory: [bold]{run_dir}[/bold]")
-    ckpt.write_config(run_dir, cfg)
+    if world.parallel:
+        low, high = tc.batch_size // world.world_size, -(-tc.batch_size // world.world_size)
+        console.print(
+            f"data-parallel: {world.world_size} processes ({world.backend} on {device.type}), "
+            f"{low if low == high else f'{low}-{high}'} rows of each batch of {tc.batch_size} "
+            "per process",
+            soft_wrap=True,
+        )
+    if world.is_main:
+        ckpt.write_config(run_dir, cfg)
+    forward = distributed.wrap(model, world) if world.parallel else None
 
-    # Fixed latents and images: the per-epoch grids show the same z and x every epoch.
-    picture_gen = torch.Generator().manual_seed(seed + 3)
-    n_pics = 8 * max(1, tc.picture_count // 8)
-    prior = getattr(model, "prior", None)
-    z_fixed = prior.sample(n_pics, generator=picture_gen) if prior is not None else None
+    # Fixed images: the per-epoch grids show the same z and x every epoch.
     n_x = min(n_pics, len(val_data))
     n_x = n_x - n_x % 8 if n_x >= 8 else n_x
     x_fixed = to_model_input(
         val_data.images[:n_x],
         binarize=cfg.data.binarize if cfg.data.binarize != "dynamic" else "none",
         dequantize=False,
-    )
+    ).to(device)
 
     def save(epochs_done: int, batch_in_epoch: int, epoch_start: Any, totals: Any, loss_sum: Any):
+        # A collective under DDP (the mid-epoch totals are summed); then rank 0 writes.
+        if batch_in_epoch:
+            totals = totals.reduced()
+            loss_sum = distributed.all_reduce_sum_(loss_sum.clone())
+        if not world.is_main:
+            return
+        rng = {
+            "torch": torch.get_rng_state(),
+            "shuffle": shuffle_gen.get_state(),
+            "shuffle_epoch_start": epoch_start,
+            "noise": noise_gen.get_state(),
+        }
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
         ckpt.write_checkpoint(
             run_dir,
             model,
@@ -439,12 +563,7 @@ def train(
                 step=step,
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
-                rng={
-                    "torch": torch.get_rng_state(),
-                    "shuffle": shuffle_gen.get_state(),
-                    "shuffle_epoch_start": epoch_start,
-                    "noise": noise_gen.get_state(),
-                },
+                rng=rng,
                 batch_in_epoch=batch_in_epoch,
                 progress={"totals": totals.state(), "loss_sum": loss_sum} if batch_in_epoch else {},
                 health=health.state(),
@@ -462,6 +581,7 @@ def train(
                 f"{optimizer.param_groups[0]['lr']:.3g}; check the data for NaN/Inf, lower "
                 "train.lr or set train.grad_clip (the last good checkpoint is kept)"
             )
+        # Every process restores the same files (rank 0 finished writing them steps ago).
         if ckpt.read_manifest(run_dir):
             state = ckpt.load_checkpoint(run_dir, model, warn=console.print)
             assert state is not None
@@ -477,24 +597,30 @@ def train(
             f"the last good weights, learning rate now {optimizer.param_groups[0]['lr']:.3g}"
         )
 
-    log = MetricsLog(
-        run_dir / ckpt.METRICS_FILE, run_dir / ckpt.TENSORBOARD_DIR, keep_epochs=start_epoch
+    log = (
+        MetricsLog(
+            run_dir / ckpt.METRICS_FILE, run_dir / ckpt.TENSORBOARD_DIR, keep_epochs=start_epoch
+        )
+        if world.is_main
+        else None
     )
     last: dict[str, float] = {}
     model.train()
     try:
-        with _progress(console, tc.progress) as progress, _StopSignals() as stop:
+        with _progress(console, tc.progress and world.is_main) as progress, _StopSignals() as stop:
             for epoch in range(start_epoch, tc.epochs):
                 task = progress.add_task(
                     "train", total=steps_per_epoch, epoch=f"{epoch + 1}/{tc.epochs}", stats=""
                 )
                 epoch_start = shuffle_gen.get_state()
                 totals = TermTotals()
-                loss_sum = torch.zeros((), dtype=torch.float64)
+                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
                 skipped_before = health.skipped
                 if skip and resumed is not None and resumed.progress:
                     totals.load(resumed.progress["totals"])
-                    loss_sum = resumed.progress["loss_sum"]
+                    loss_sum = resumed.progress["loss_sum"].to(device)
+                    if not world.is_main:  # rank 0 alone carries the totals so far
+                        totals, loss_sum = totals.zeroed(), torch.zeros_like(loss_sum)
                 start = time.perf_counter()
                 for i, index in enumerate(
                     batch_indices(
@@ -505,22 +631,33 @@ def train(
                         drop_last=False,
                     )
                 ):
+                    if i >= steps_per_epoch:
+                        break  # DDP: a last batch too small to give every process a row
                     if i < skip:
                         continue
-                    x = to_model_input(
-                        train_data.images.index_select(0, index),
-                        binarize=cfg.data.binarize,
-                        dequantize=cfg.data.dequantize,
-                        generator=noise_gen,
-                    )
-                    result = train_step(
-                        model,
-                        optimizer,
-                        x,
-                        cfg,
-                        kl_scale=kl_weight(cfg.objective, step, total_steps),
-                        scheduler=scheduler,
-                    )
+                    share: RowShare | None = None
+                    weight = 1.0
+                    if world.parallel:
+                        share = rows_of(len(index), world.rank, world.world_size)
+                        index = index[share.start : share.stop]
+                        weight = share.rows * world.world_size / share.total
+                    with row_share(share):
+                        x = to_model_input(
+                            train_data.images.index_select(0, index),
+                            binarize=cfg.data.binarize,
+                            dequantize=cfg.data.dequantize,
+                            generator=noise_gen,
+                        ).to(device, non_blocking=True)
+                        result = train_step(
+                            model,
+                            optimizer,
+                            x,
+                            cfg,
+                            kl_scale=kl_weight(cfg.objective, step, total_steps),
+                            scheduler=scheduler,
+                            forward=forward,
+                            loss_weight=weight,
+                        )
                     step += 1
                     if result.finite:
                         health.bad_in_a_row = 0
@@ -532,20 +669,23 @@ def train(
                         if health.bad_in_a_row >= tc.max_bad_steps:
                             restore_after_bad_steps()
                     last_batch = i + 1 == steps_per_epoch
-                    if stop.received is not None and not last_batch:
+                    stopping = distributed.any_process(stop.received is not None, device)
+                    if stopping and not last_batch:
                         save(epoch, i + 1, epoch_start, totals, loss_sum)
-                        name = signal.Signals(stop.received).name
+                        signum = stop.received or signal.SIGTERM
+                        name = signal.Signals(signum).name
                         raise TrainingInterrupted(
                             f"{name} at step {step} (epoch {epoch + 1}, batch {i + 1}): "
-                            f"checkpoint written; continue with: vaekit train --resume {run_dir}",
-                            stop.received,
+                            f"checkpoint written; continue with: {resume_command(run_dir, world)}",
+                            signum,
                         )
                     if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not last_batch:
                         save(epoch, i + 1, epoch_start, totals, loss_sum)
                     # Reading numbers back forces a sync; do it a few times per epoch only.
-                    if ((i + 1) % 20 == 0 or last_batch) and totals.seen:
+                    # Under DDP the bar shows rank 0's share (its rate times the processes).
+                    if world.is_main and ((i + 1) % 20 == 0 or last_batch) and totals.seen:
                         means = totals.means()
-                        rate = totals.seen / (time.perf_counter() - start)
+                        rate = totals.seen * world.world_size / (time.perf_counter() - start)
                         progress.update(
                             task,
                             completed=i + 1,
@@ -555,13 +695,15 @@ def train(
                 skip = 0
                 seconds = time.perf_counter() - start
                 progress.remove_task(task)
-                seen = max(totals.seen, 1)
-                train_means = totals.means()
-                val = validate(model, val_data, cfg, seed + EVAL_SEED_OFFSET)
+                epoch_totals = totals.reduced()
+                epoch_loss = distributed.all_reduce_sum_(loss_sum.clone())
+                seen = max(epoch_totals.seen, 1)
+                train_means = epoch_totals.means()
+                val = validate(model, val_data, cfg, seed + EVAL_SEED_OFFSET, world)
                 last = {
                     "epoch": epoch + 1,
                     "step": step,
-                    "train/loss": loss_sum.item() / seen,
+                    "train/loss": epoch_loss.item() / seen,
                     **{f"train/{k}": v for k, v in train_means.items()},
                     **{f"val/{k}": v for k, v in val.items()},
                     "kl_weight": kl_weight(cfg.objective, step, total_steps),
@@ -570,8 +712,9 @@ def train(
                     "epoch_seconds": seconds,
                     "skipped_steps": health.skipped - skipped_before,
                 }
-                log.write(last, step)
-                _save_pictures(model, run_dir, epoch + 1, z_fixed, x_fixed)
+                if log is not None:
+                    log.write(last, step)
+                    _save_pictures(model, run_dir, epoch + 1, z_fixed, x_fixed)
                 save(epoch + 1, 0, shuffle_gen.get_state(), totals, loss_sum)
                 console.print(
                     f"epoch {epoch + 1}/{tc.epochs}  train elbo "
@@ -580,13 +723,30 @@ def train(
                     f"{seen / seconds:,.0f} samples/s",
                     soft_wrap=True,
                 )
-                if stop.received is not None and epoch + 1 < tc.epochs:
-                    name = signal.Signals(stop.received).name
+                stopping = distributed.any_process(stop.received is not None, device)
+                if stopping and epoch + 1 < tc.epochs:
+                    signum = stop.received or signal.SIGTERM
+                    name = signal.Signals(signum).name
                     raise TrainingInterrupted(
                         f"{name} after epoch {epoch + 1} (step {step}): checkpoint written; "
-                        f"continue with: vaekit train --resume {run_dir}",
-                        stop.received,
+                        f"continue with: {resume_command(run_dir, world)}",
+                        signum,
                     )
+    except Exception as err:
+        if world.parallel and distributed.is_collective_failure(err):
+            first = _first_line(str(err))
+            raise RunError(
+                f"rank {world.rank}: lost contact with the other processes at step {step} "
+                f"({first}); the last checkpoint in {run_dir} is kept: continue with "
+                f"{resume_command(run_dir, world)}"
+            ) from err
+        raise
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     return TrainResult(run_dir=run_dir, epochs=tc.epochs, steps=step, last=last)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else "no message"
