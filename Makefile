@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean bench
+.PHONY: install demo test lint format clean bench bench-ddp
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ BENCH_ARGS ?=
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --scaling $(BENCH_ARGS)
+
+# Data-parallel training speed (not part of CI): one process (2 threads, 1 thread) against two
+# under torchrun; bench/results/cpu-ddp.json and BENCHMARKS.md. BENCH_ARGS e.g. "--repeats 5".
+bench-ddp: $(STAMP)
+	$(BIN)/python bench/ddp.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

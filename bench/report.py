@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +36,24 @@ def _mb(value: Any) -> str:
     return f"{value:,.0f}" if isinstance(value, (int, float)) else "-"
 
 
-def section(result: dict[str, Any]) -> list[str]:
-    """The Markdown for one results file."""
+def _machine(result: dict[str, Any]) -> str:
+    """The date and machine facts a section opens with."""
     m = result["machine"]
-    lines = [
-        f"## {result['name']}",
-        "",
+    return (
         f"{result['date']}; {m['cpu']}, {m['cpu_count']} CPUs, {m['torch_threads']} torch "
         f"threads, torch {m['torch']} ({m['blas']}), Python {m['python']}"
         + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+    )
+
+
+def section(result: dict[str, Any]) -> list[str]:
+    """The Markdown for one results file."""
+    if result.get("kind") == "ddp":
+        return ddp_section(result)
+    lines = [
+        f"## {result['name']}",
+        "",
+        _machine(result)
         + f"; precision {result['precision']}; {result['repeats']} repeats"
         + (" (QUICK smoke run: numbers not representative)" if result.get("quick") else "")
         + f"; pythae: {result.get('pythae', '-')}.",
@@ -102,6 +112,56 @@ def section(result: dict[str, Any]) -> list[str]:
     lines += ["", *targets(result), ""]
     if "scaling" in result:
         lines += scaling(result["scaling"])
+    return lines
+
+
+def ddp_section(result: dict[str, Any]) -> list[str]:
+    """One process against two under torchrun (bench/ddp.py): samples/s, ratio, wall time."""
+    settings = result["settings"]
+    commit = result.get("commit") or "unknown"
+    lines = [
+        f"## {result['name']}",
+        "",
+        _machine(result)
+        + f"; commit {commit[:12]}{' with uncommitted changes' if result.get('dirty') else ''}"
+        + f"; `{settings['config']}`, batch {settings['batch']}, epochs {settings['epochs']}"
+        + (f", `--set {' '.join(settings['set'])}`" if settings.get("set") else "")
+        + f"; {result['repeats']} repeats"
+        + (" (QUICK smoke run: numbers not representative)" if result.get("quick") else "")
+        + ".",
+        "",
+        "Data-parallel training (`make bench-ddp`, `bench/ddp.py`): training samples/s that "
+        "`vaekit train` writes to metrics.jsonl (global samples over the epoch's training "
+        "time, validation excluded), medians with (min-max) over the repeats; the contenders "
+        "took turns, and the ratio to one process with 2 threads is taken per repeat, then "
+        "summarised. Wall seconds time the whole command, start-up, validation and writing "
+        "included.",
+        "",
+        "| contenders | samples/s | ratio to 1 process / 2 threads | wall seconds | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    contenders, ratios = result["contenders"], result["ratios"]
+    base = "1proc-2threads"
+    for key, c in contenders.items():
+        ratio = _ratio(ratios.get(f"{key}/{base}")) if key != base else "1"
+        lines.append(
+            f"| {c['label']} | {_num(c.get('samples_per_s'))} | {ratio} | "
+            f"{_num(c.get('wall_seconds'), 1)} | {_mb(c.get('peak_rss_mb'))} |"
+        )
+        for err in c.get("errors", [])[:1]:
+            lines.append(f"| | error: {err[-160:]!r} | | | |")
+    rss = result.get("rss_note")
+    lines += [
+        "",
+        f"On this {result['machine']['cpu_count']}-core machine one process with 2 threads "
+        "already uses both cores through intra-op threads, so two processes cannot be expected "
+        "to double its throughput: they "
+        "trade the threads' split of each matrix product for a split of the batch, and DDP "
+        "adds a gradient all-reduce (gloo) per step. Two processes against one with 1 thread: "
+        f"{_ratio(ratios.get('2proc-torchrun/1proc-1thread'))}."
+        + (f" Peak RSS: {rss}." if rss else " Peak RSS: not measured."),
+        "",
+    ]
     return lines
 
 
@@ -181,3 +241,22 @@ def write_markdown(results_dir: Path, path: Path) -> None:
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
     tmp.rename(path)
+
+
+def save(result: dict[str, Any], results_dir: Path, path: Path) -> Path:
+    """Write ``result`` to results_dir/<name>.json (whole or not at all), then rewrite
+    ``path`` from every results file there; returns the results file."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{result['name']}.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.rename(out)
+    write_markdown(results_dir, path)
+    return out
+
+
+def finish(result: dict[str, Any], started: float, out: Path, markdown: Path, log) -> None:
+    """Stamp the run's duration on ``result``, save it with :func:`save` and say where."""
+    result["seconds"] = time.time() - started
+    path = save(result, out, markdown)
+    log(f"wrote {path} and {markdown} in {result['seconds']:.0f} s")

@@ -342,15 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scaling:
         log("scaling ...")
         result["scaling"] = bench_scaling(args, log)
-    result["seconds"] = time.time() - started
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{result['name']}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.rename(path)
-    report.write_markdown(out, Path(args.markdown))
-    log(f"wrote {path} and {args.markdown} in {result['seconds']:.0f} s")
+    report.finish(result, started, Path(args.out), Path(args.markdown), log)
     return 0
 
 
