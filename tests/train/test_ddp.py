@@ -264,3 +264,41 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_one_process_res
     assert [m["step"] for m in resumed] == [m["step"] for m in uninterrupted]
     # The interrupted epoch's training means join the two processes' parts with the rest.
     assert resumed[-2]["train/elbo"] == pytest.approx(uninterrupted[-2]["train/elbo"], rel=1e-5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_multi_node_form_with_a_rendezvous_endpoint_trains_the_same_weights(tmp_path):
+    """Two torchrun agents, as on two machines (here both on this one), meet at a c10d
+    rendezvous endpoint: ``--nnodes 2 --rdzv_backend c10d --rdzv_endpoint HOST:PORT``."""
+    config = write_toml(tmp_path / "c.toml", tiny_raw(train={"epochs": 1, "batch_size": 64}))
+    one, two = tmp_path / "one", tmp_path / "two"
+    _ok(_vaekit("train", str(config), "--run-dir", str(one)))
+    endpoint = f"127.0.0.1:{_free_port()}"
+    node = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+        "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint, "--rdzv_id", "vaekit-test",
+        "-m", "vaekit", "train", str(config), "--run-dir", str(two),
+    ]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        )
+        for _ in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=180) for p in nodes]
+    finally:
+        for p in nodes:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in nodes] == [0, 0], [err[-1500:] for _, err in outputs]
+    said = "".join(err for _, err in outputs)
+    assert said.count("data-parallel: 2 processes (gloo on cpu)") == 1
+    _assert_same_weights(one, two)
