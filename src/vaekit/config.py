@@ -208,6 +208,32 @@ class TrainConfig(_Section):
     max_restores: int = Field(
         default=3, ge=0, description="restores after which a diverging run stops"
     )
+    lr_warmup_steps: int = Field(
+        default=0,
+        ge=0,
+        description="steps over which the learning rate rises linearly from 0 to train.lr, "
+        "before train.lr_schedule applies",
+    )
+    ema_decay: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="keep an exponential moving average of the weights with this decay (e.g. "
+        "0.999); validation, pictures and every command that loads the run use it",
+    )
+    val_iw_samples: int = Field(
+        default=0,
+        ge=0,
+        description="also report the validation importance-weighted bound (val/iw_bound) with "
+        "this many samples per image each epoch (0: off; a VAE only)",
+    )
+    early_stopping_patience: int | None = Field(
+        default=None,
+        gt=0,
+        description="stop when the validation bound (val/iw_bound if train.val_iw_samples, "
+        "else val/elbo) has not improved for this many epochs; the best weights are kept in "
+        "best.safetensors and are what commands load",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto",
         description="where training runs; auto: the GPU when CUDA is present, else the CPU",
@@ -266,6 +292,10 @@ class Config(_Section):
             raise ValueError("data.binarize and data.dequantize exclude each other")
         if self.model.likelihood != "bernoulli" and self.data.binarize != "none":
             raise ValueError("data.binarize is for model.likelihood = 'bernoulli'")
+        if self.model.kind == "vqvae" and self.train.val_iw_samples:
+            raise ValueError(
+                "train.val_iw_samples: a VQ-VAE has no importance-weighted bound; set it to 0"
+            )
         if self.image_shape is not None:
             check_image_shape(self.model, self.image_shape)
         return self

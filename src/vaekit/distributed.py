@@ -189,11 +189,18 @@ def wrap(model: nn.Module, world: World) -> nn.Module:
     """
     device_ids = [world.device.index] if world.device.type == "cuda" else None
     ddp = nn.parallel.DistributedDataParallel
+    batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if batchnorm and world.device.type == "cuda":
+        # Batch statistics over the global batch, as one process would compute them.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # BatchNorm on the CPU normalises by each process's rows (SyncBatchNorm is CUDA-only);
+    # its running statistics are then rank 0's, copied to the others at every forward.
+    resync = batchnorm and world.device.type != "cuda"
     # torch >= 2.13 renamed the switch; both still copy rank 0's buffers once, at the start.
     if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
-        sync = {"forward_sync_buffers": False}
+        sync = {"forward_sync_buffers": resync}
     else:
-        sync = {"broadcast_buffers": False}
+        sync = {"broadcast_buffers": resync}
     return ddp(ElboForward(model), device_ids=device_ids, gradient_as_bucket_view=True, **sync)
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from vaekit.config import ObjectiveConfig
+from vaekit.probability import noise
 from vaekit.probability.gaussian import DiagonalGaussian
 
 
@@ -212,7 +213,7 @@ def _log_weight_chunks(
         # (q.rsample((c,)) would draw a [c, B, D] block whose values depend on c).
         eps = torch.stack(
             [
-                torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+                noise.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
                 for _ in range(c)
             ]
         )

@@ -43,6 +43,7 @@ METRICS_FILE = "metrics.jsonl"
 PRIOR_FILE = "prior.safetensors"  # a VQ-VAE's prior over codes, from `vaekit train-prior`
 PRIOR_METRICS_FILE = "prior_metrics.jsonl"
 EVAL_FILE = "eval.json"
+BEST_FILE = "best.safetensors"  # the best validated weights, with train.early_stopping_patience
 PICTURES_DIR = "pictures"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINTS_DIR = "checkpoints"
@@ -61,6 +62,8 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of epoch ``epoch + 1`` already done (a mid-epoch save)
     progress: dict[str, Any] = field(default_factory=dict)  # that epoch's running sums
     health: dict[str, Any] = field(default_factory=dict)  # bad-step and restore counters
+    ema: dict[str, torch.Tensor] | None = None  # the AveragedModel's state (train.ema_decay)
+    stopping: dict[str, Any] = field(default_factory=dict)  # early stopping's best so far
 
 
 def write_config(run_dir: Path, config: Config) -> None:
@@ -104,6 +107,8 @@ def _state_bytes(state: TrainState) -> bytes:
             "batch_in_epoch": state.batch_in_epoch,
             "progress": state.progress,
             "health": state.health,
+            "ema": state.ema,
+            "stopping": state.stopping,
         },
         buf,
     )
@@ -134,6 +139,8 @@ def _parse_state(source: Path | bytes, where: Path) -> TrainState:
             batch_in_epoch=int(raw.get("batch_in_epoch", 0)),
             progress=raw.get("progress", {}),
             health=raw.get("health", {}),
+            ema=raw.get("ema"),
+            stopping=raw.get("stopping", {}),
         )
     except Exception as err:  # any unpickling failure means the file is unusable
         raise RunError(
@@ -303,16 +310,29 @@ def build_code_prior(model: VQVAE, config: Config) -> CodePrior:
     )
 
 
+def ema_weights(ema_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model state dict inside an AveragedModel's state (keys "module.*")."""
+    return {k.removeprefix("module."): v for k, v in ema_state.items() if k.startswith("module.")}
+
+
 def load_run(run_dir: str | Path) -> VAE | VQVAE:
     """The trained model of a run directory, in eval mode, ready to encode, decode and sample.
 
+    With ``train.early_stopping_patience`` the weights are the best validated ones
+    (``best.safetensors``); else with ``train.ema_decay`` the moving average kept in the newest
+    checkpoint; else the newest checkpoint's.
     The run's resolved config is attached as ``model.config``; a VQ-VAE whose run holds a
     trained prior over codes (``prior.safetensors``) gets it attached as ``code_prior``.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     model = build_model(config)
-    load_checkpoint(run_dir, model, with_state=False)
+    state = load_checkpoint(run_dir, model, with_state=config.train.ema_decay is not None)
+    if config.train.early_stopping_patience and (run_dir / BEST_FILE).is_file():
+        load_weights(run_dir, model, BEST_FILE)  # the epoch early stopping chose
+    elif state is not None and state.ema is not None:
+        # The moving average of the weights (train.ema_decay) is the model to evaluate.
+        model.load_state_dict(ema_weights(state.ema))
     model.eval()
     model.config = config
     if isinstance(model, VQVAE) and (run_dir / PRIOR_FILE).is_file():

@@ -9,6 +9,7 @@ resumed run continues exactly where a straight run would be.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import signal
 import time
@@ -26,6 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vaekit import distributed
 from vaekit.config import Config, check_image_shape
@@ -34,7 +36,7 @@ from vaekit.data.pipeline import batch_indices
 from vaekit.errors import ConfigError, RunError
 from vaekit.models import VAE, VQVAE
 from vaekit.models.quantizer import usage_and_perplexity
-from vaekit.objectives import Terms, VQTerms, kl_weight, training_loss
+from vaekit.objectives import Terms, VQTerms, iw_log_likelihood, kl_weight, training_loss
 from vaekit.probability.noise import RowShare, row_share, rows_of
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import MetricsLog
@@ -154,9 +156,11 @@ def validate(
     config: Config,
     seed: int,
     world: distributed.World | None = None,
+    iw_samples: int = 0,
 ) -> dict[str, float]:
     """Mean ELBO, reconstruction and KL (nats per example) over ``data``, with fixed noise;
-    for a VQ-VAE also its codebook and commitment terms, code usage and perplexity.
+    for a VQ-VAE also its codebook and commitment terms, code usage and perplexity; with
+    ``iw_samples`` also the mean importance-weighted bound ``iw_bound`` (Burda et al. 2016).
 
     Under DDP each process evaluates its rows of every batch with the global batch's noise and
     the sums are all-reduced: the numbers match one process evaluating the whole set.
@@ -167,6 +171,7 @@ def validate(
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     totals = TermTotals()
+    iw_sum = torch.zeros(2, dtype=torch.float64, device=device)  # sum of bounds, images
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for xb in iterate_batches(
@@ -182,9 +187,17 @@ def validate(
                     dequantize=config.data.dequantize,
                     generator=generator,
                 )
-                totals.add(model.elbo(x.to(device), config.objective.estimator))
+                x = x.to(device)
+                totals.add(model.elbo(x, config.objective.estimator))
+                if iw_samples:
+                    bound = iw_log_likelihood(model, x, iw_samples, chunk_size=min(iw_samples, 50))
+                    iw_sum += torch.stack([bound.sum(), bound.new_tensor(float(len(bound)))])
     model.train(was_training)
-    return totals.reduced().means()
+    means = totals.reduced().means()
+    if iw_samples:
+        total, count = distributed.all_reduce_sum_(iw_sum).tolist()
+        means["iw_bound"] = total / count
+    return means
 
 
 def prepare_for_training(model: torch.nn.Module) -> torch.nn.Module:
@@ -274,12 +287,52 @@ def train_step(
     return StepResult(terms, objective, finite)
 
 
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """The multiple of ``train.lr`` at optimiser ``step``: a linear rise over the warm-up
+    steps (Goyal et al. 2017), times the cosine decay over all of training when chosen."""
+    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    if schedule == "cosine":
+        progress = min(step, total_steps) / max(1, total_steps)
+        factor *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
 def _make_scheduler(
     optimizer: torch.optim.Optimizer, config: Config, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if config.train.lr_schedule == "cosine":
+    tc = config.train
+    if tc.lr_warmup_steps:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            functools.partial(
+                lr_factor,
+                total_steps=total_steps,
+                warmup_steps=tc.lr_warmup_steps,
+                schedule=tc.lr_schedule,
+            ),
+        )
+    if tc.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     return None
+
+
+def make_ema(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights (torch's AveragedModel), or None.
+
+    Buffers are not averaged but copied (see :func:`update_ema`): a VQ-VAE's codebook is
+    itself a moving average, and integer buffers have no average.
+    """
+    if decay is None:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
+@torch.no_grad()
+def update_ema(ema: AveragedModel, model: torch.nn.Module) -> None:
+    """One EMA step after an optimiser step: w_ema <- d w_ema + (1 - d) w (the first copies)."""
+    ema.update_parameters(model)
+    for mine, theirs in zip(ema.module.buffers(), model.buffers(), strict=True):
+        mine.copy_(theirs)
 
 
 def _progress_stats(means: dict[str, float]) -> str:
@@ -392,6 +445,16 @@ def _scale_lr(
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
 
+def _track_best(stopping: dict[str, Any], val: dict[str, float], epoch: int, iw: bool) -> None:
+    """Early stopping's record after an epoch's validation: the best bound so far (higher is
+    better: a bound on log p(x)), the epoch it came from, and the epochs since."""
+    value = val["iw_bound"] if iw else val["elbo"]
+    if not stopping or value > stopping["best"]:
+        stopping.update(best=value, best_epoch=epoch, since_best=0)
+    else:
+        stopping["since_best"] += 1
+
+
 def resume_command(run_dir: Path, world: distributed.World) -> str:
     """The command that continues this run, in the launcher it was started with."""
     if world.parallel:
@@ -485,6 +548,7 @@ def train(
     )
 
     start_epoch, step, skip = 0, 0, 0
+    stopping: dict[str, Any] = {}  # early stopping: best value, its epoch, epochs since
     resumed: ckpt.TrainState | None = None
     if resume:
         # Every process reads the checkpoint (the run directory must be on a filesystem they
@@ -502,6 +566,14 @@ def train(
         # Mid-epoch: replay the epoch's shuffle from its start and skip the batches done.
         shuffle_gen.set_state(resumed.rng["shuffle_epoch_start" if skip else "shuffle"])
         health = _Health(**resumed.health) if resumed.health else health
+        stopping = dict(resumed.stopping)
+        patience = tc.early_stopping_patience
+        if patience and stopping.get("since_best", 0) >= patience:
+            raise RunError(
+                f"{run_dir}: stopped early after epoch {start_epoch}: the validation bound has "
+                f"not improved since epoch {stopping['best_epoch']}; raise "
+                "train.early_stopping_patience to continue"
+            )
         if start_epoch >= tc.epochs:
             raise RunError(
                 f"{run_dir}: already trained for {start_epoch} epochs; raise train.epochs "
@@ -530,6 +602,10 @@ def train(
     if world.is_main:
         ckpt.write_config(run_dir, cfg)
     forward = distributed.wrap(model, world) if world.parallel else None
+    ema = make_ema(model, tc.ema_decay)
+    if ema is not None and resumed is not None and resumed.ema is not None:
+        ema.load_state_dict(resumed.ema)
+    evaluated = ema.module if ema is not None else model  # what validation and pictures see
 
     # Fixed images: the per-epoch grids show the same z and x every epoch.
     n_x = min(n_pics, len(val_data))
@@ -567,6 +643,8 @@ def train(
                 batch_in_epoch=batch_in_epoch,
                 progress={"totals": totals.state(), "loss_sum": loss_sum} if batch_in_epoch else {},
                 health=health.state(),
+                ema=ema.state_dict() if ema is not None else None,
+                stopping=dict(stopping),
             ),
             tc.keep_checkpoints,
         )
@@ -660,6 +738,8 @@ def train(
                         )
                     step += 1
                     if result.finite:
+                        if ema is not None:
+                            update_ema(ema, model)
                         health.bad_in_a_row = 0
                         totals.add(result.terms)
                         loss_sum += result.loss.detach().double() * x.shape[0]
@@ -669,8 +749,8 @@ def train(
                         if health.bad_in_a_row >= tc.max_bad_steps:
                             restore_after_bad_steps()
                     last_batch = i + 1 == steps_per_epoch
-                    stopping = distributed.any_process(stop.received is not None, device)
-                    if stopping and not last_batch:
+                    interrupted = distributed.any_process(stop.received is not None, device)
+                    if interrupted and not last_batch:
                         save(epoch, i + 1, epoch_start, totals, loss_sum)
                         signum = stop.received or signal.SIGTERM
                         name = signal.Signals(signum).name
@@ -699,7 +779,9 @@ def train(
                 epoch_loss = distributed.all_reduce_sum_(loss_sum.clone())
                 seen = max(epoch_totals.seen, 1)
                 train_means = epoch_totals.means()
-                val = validate(model, val_data, cfg, seed + EVAL_SEED_OFFSET, world)
+                val = validate(
+                    evaluated, val_data, cfg, seed + EVAL_SEED_OFFSET, world, tc.val_iw_samples
+                )
                 last = {
                     "epoch": epoch + 1,
                     "step": step,
@@ -712,9 +794,14 @@ def train(
                     "epoch_seconds": seconds,
                     "skipped_steps": health.skipped - skipped_before,
                 }
+                if tc.early_stopping_patience:
+                    _track_best(stopping, val, epoch + 1, tc.val_iw_samples > 0)
+                    last["best_epoch"] = stopping["best_epoch"]
+                    if world.is_main and stopping["best_epoch"] == epoch + 1:
+                        ckpt.save_weights(run_dir, evaluated, ckpt.BEST_FILE)
                 if log is not None:
                     log.write(last, step)
-                    _save_pictures(model, run_dir, epoch + 1, z_fixed, x_fixed)
+                    _save_pictures(evaluated, run_dir, epoch + 1, z_fixed, x_fixed)
                 save(epoch + 1, 0, shuffle_gen.get_state(), totals, loss_sum)
                 console.print(
                     f"epoch {epoch + 1}/{tc.epochs}  train elbo "
@@ -723,8 +810,20 @@ def train(
                     f"{seen / seconds:,.0f} samples/s",
                     soft_wrap=True,
                 )
-                stopping = distributed.any_process(stop.received is not None, device)
-                if stopping and epoch + 1 < tc.epochs:
+                if (
+                    tc.early_stopping_patience
+                    and stopping["since_best"] >= tc.early_stopping_patience
+                    and epoch + 1 < tc.epochs
+                ):
+                    console.print(
+                        f"stopping early: no better validation bound for "
+                        f"{stopping['since_best']} epochs; the best, epoch "
+                        f"{stopping['best_epoch']} ({stopping['best']:.2f}), is in "
+                        f"{run_dir / ckpt.BEST_FILE}"
+                    )
+                    break
+                interrupted = distributed.any_process(stop.received is not None, device)
+                if interrupted and epoch + 1 < tc.epochs:
                     signum = stop.received or signal.SIGTERM
                     name = signal.Signals(signum).name
                     raise TrainingInterrupted(
@@ -744,7 +843,8 @@ def train(
     finally:
         if log is not None:
             log.close()
-    return TrainResult(run_dir=run_dir, epochs=tc.epochs, steps=step, last=last)
+    epochs_done = int(last.get("epoch", start_epoch))
+    return TrainResult(run_dir=run_dir, epochs=epochs_done, steps=step, last=last)
 
 
 def _first_line(text: str) -> str:
