@@ -22,7 +22,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mlp_fashion_binar
 def unguarded(model, optimizer, x, cfg, kl_scale):
     """The step as it was before the guard."""
     with autocast(cfg.train.precision, x.device):
-        terms = model.elbo(x, cfg.objective.estimator)
+        terms = model.elbo(x, cfg.objective)
         objective = training_loss(terms, cfg.objective, kl_scale)
     optimizer.zero_grad(set_to_none=True)
     objective.backward()

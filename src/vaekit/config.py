@@ -122,6 +122,20 @@ class ModelConfig(_Section):
     hidden_channels: int = Field(default=64, gt=0, description="resnet: width of the feature maps")
     residual_blocks: int = Field(default=2, ge=0, description="resnet: blocks at each end")
     residual_channels: int = Field(default=32, gt=0, description="resnet: width inside a block")
+    prior: Literal["standard_normal", "mog", "vamp"] = Field(
+        default="standard_normal",
+        description="vae: p(z); standard_normal: N(0, I); mog: a learned mixture of diagonal "
+        "Gaussians; vamp: the VampPrior, a mixture of the encoder's posteriors at learned "
+        "pseudo-inputs (Tomczak & Welling 2018); mog and vamp need objective.estimator "
+        "other than 'analytic', and their free bits floor each chain-rule term "
+        "KL(q(z_d|x) || p(z_d | z_<d)) of the KL",
+    )
+    prior_components: int = Field(
+        default=500,
+        gt=0,
+        description="K, the mixture components of model.prior = 'mog' or 'vamp' (vamp: the "
+        "number of pseudo-inputs, 500 in Tomczak & Welling 2018)",
+    )
     quantizer: QuantizerConfig = QuantizerConfig()
 
     @model_validator(mode="after")
@@ -137,14 +151,25 @@ class ModelConfig(_Section):
                 "model.kind = 'vqvae' goes with model.arch = 'resnet' (and resnet is for vqvae "
                 f"only so far); got kind {self.kind!r} with arch {self.arch!r}"
             )
+        if self.kind == "vqvae" and self.prior != "standard_normal":
+            raise ValueError(
+                "model.prior is the Gaussian VAE's p(z); a VQ-VAE's prior over codes is set in "
+                "[prior] and fit by `vaekit train-prior`"
+            )
         return self
 
 
 class ObjectiveConfig(_Section):
     """How per-example ELBO terms become the scalar that training minimises."""
 
-    estimator: Literal["analytic", "monte_carlo"] = Field(
-        default="analytic", description="analytic KL, or log p(z) - log q(z|x) at one sample"
+    estimator: Literal["analytic", "monte_carlo", "iwae", "dreg"] = Field(
+        default="analytic",
+        description="analytic KL; monte_carlo: log p(z) - log q(z|x) at one sample; iwae: the "
+        "importance-weighted bound with iw_samples samples (Burda et al. 2016); dreg: that bound "
+        "with doubly reparameterized encoder gradients (Tucker et al. 2018)",
+    )
+    iw_samples: int = Field(
+        default=5, ge=1, description="iwae, dreg: importance samples K per image and step"
     )
     beta: float = Field(default=1.0, ge=0.0, description="weight of the KL term (beta-VAE)")
     warmup: Literal["none", "linear", "cyclical"] = "none"
@@ -166,6 +191,22 @@ class ObjectiveConfig(_Section):
     def _warmup_length(self) -> ObjectiveConfig:
         if self.warmup == "linear" and self.warmup_steps == 0:
             raise ValueError("objective.warmup = 'linear' needs objective.warmup_steps > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _importance_weighted(self) -> ObjectiveConfig:
+        iw = self.estimator in ("iwae", "dreg")
+        if iw and self.free_bits > 0:
+            raise ValueError(
+                f"objective.free_bits floors each latent's KL, a term the importance-weighted "
+                f"bound (objective.estimator = {self.estimator!r}) does not have; set it to 0"
+            )
+        if self.estimator == "dreg" and (self.beta != 1.0 or self.warmup != "none"):
+            raise ValueError(
+                "objective.estimator = 'dreg': its gradient is derived for the untempered bound; "
+                "set objective.beta = 1 and objective.warmup = 'none' (or use 'iwae', where they "
+                "temper log p(z) - log q(z|x) in the weights)"
+            )
         return self
 
 
@@ -226,6 +267,12 @@ class TrainConfig(_Section):
         ge=0,
         description="also report the validation importance-weighted bound (val/iw_bound) with "
         "this many samples per image each epoch (0: off; a VAE only)",
+    )
+    max_minutes: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="a wall-clock budget: no epoch starts that would end past it (the "
+        "quality benchmark trains each recipe for a stated time)",
     )
     early_stopping_patience: int | None = Field(
         default=None,
@@ -296,8 +343,24 @@ class Config(_Section):
             raise ValueError(
                 "train.val_iw_samples: a VQ-VAE has no importance-weighted bound; set it to 0"
             )
+        if self.model.kind == "vqvae" and self.objective.estimator in ("iwae", "dreg"):
+            raise ValueError(
+                f"objective.estimator = {self.objective.estimator!r}: a VQ-VAE's q(z|x) is "
+                "one-hot, so importance weighting adds nothing; leave it at 'analytic'"
+            )
         if self.image_shape is not None:
             check_image_shape(self.model, self.image_shape)
+        return self
+
+    @model_validator(mode="after")
+    def _prior_has_estimator(self) -> Config:
+        # The analytic estimator is KL(q || N(0, I)) in closed form; a mixture prior has none
+        # (Hershey & Olsen 2007), so its KL must be estimated by sampling.
+        if self.model.prior != "standard_normal" and self.objective.estimator == "analytic":
+            raise ValueError(
+                f"model.prior = {self.model.prior!r} has no closed-form KL: set "
+                "objective.estimator = 'monte_carlo', 'iwae' or 'dreg'"
+            )
         return self
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vaekit.config import ObjectiveConfig
 from vaekit.errors import ConfigError
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -174,8 +175,8 @@ class ElboForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, estimator: str) -> Any:
-        return self.model.elbo(x, estimator)
+    def forward(self, x: torch.Tensor, objective: ObjectiveConfig | str) -> Any:
+        return self.model.elbo(x, objective)
 
 
 def wrap(model: nn.Module, world: World) -> nn.Module:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from vaekit.atomic import atomic_write_text
-from vaekit.config import Config
+from vaekit.config import Config, ObjectiveConfig
 from vaekit.data import load_dataset
 from vaekit.data.pipeline import ImageData, binarize_static
 from vaekit.diagnostics import (
@@ -118,14 +118,14 @@ def _inputs(
 
 
 def _elbo_terms(
-    model: VAE, batches: Iterable[torch.Tensor], estimator: str, seed: int
+    model: VAE, batches: Iterable[torch.Tensor], objective: ObjectiveConfig, seed: int
 ) -> torch.Tensor:
     """Per-example ELBO, reconstruction and KL, [3, N] float64, posterior noise from ``seed``."""
     rows = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, SEED_ELBO))
         for x in batches:
-            terms = model.elbo(x, estimator)
+            terms = model.elbo(x, objective)
             rows.append(torch.stack([terms.elbo, terms.recon, terms.kl]).double().cpu())
     return torch.cat(rows, dim=1)
 
@@ -298,7 +298,7 @@ def evaluate_model(
             discrete_nll=discrete_nll_nats,
         )
     terms = _elbo_terms(
-        model, _inputs(model, data, config, binarize, seed, batch), config.objective.estimator, seed
+        model, _inputs(model, data, config, binarize, seed, batch), config.objective, seed
     )
     elbo, recon, kl = terms.mean(1).tolist()
     num_dims = math.prod(model.image_shape)
@@ -365,7 +365,7 @@ def score_examples(
         return vq_bound_per_example(model, data, config, binarize, seed, batch)
     if iw_k is None:
         batches = _inputs(model, data, config, binarize, seed, batch)
-        return -_elbo_terms(model, batches, config.objective.estimator, seed)[0]
+        return -_elbo_terms(model, batches, config.objective, seed)[0]
     if iw_k < 1:
         raise ConfigError(f"iw_k must be a positive number of importance samples, got {iw_k}")
     iw_batch = batch_size or iw_batch_size(model, iw_k, chunk_size, batch)

@@ -1,7 +1,9 @@
 """ELBO estimators, KL schedules and free bits: how per-example terms become one loss.
 
 Every estimator is a plain function of a model and a batch returning :class:`Terms` of
-``[batch]`` tensors in nats. The batch mean happens in exactly one place, :func:`loss`.
+``[batch]`` tensors in nats (or :class:`IWTerms` of ``[K, batch]`` tensors for the
+importance-weighted training objectives IWAE and DReG); :func:`estimate` picks one by config.
+The batch mean happens in exactly one place, :func:`training_loss`.
 The importance-weighted bound :func:`iw_log_likelihood` is an evaluation estimator of log p(x)
 returning one float64 number per example.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -39,7 +41,7 @@ class Terms:
 
     def logged(self) -> dict[str, torch.Tensor]:
         """The per-example numbers training and validation average and log, [B] each."""
-        return {"elbo": self.elbo, "recon": self.recon, "kl": self.kl}
+        return _logged(self)
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,64 @@ class VQTerms:
 
     def logged(self) -> dict[str, torch.Tensor]:
         """The per-example numbers training and validation average and log, [B] each."""
-        return {
-            "elbo": self.elbo,
-            "recon": self.recon,
-            "kl": self.kl,
-            "codebook": self.codebook,
-            "commitment": self.commitment,
-        }
+        return _logged(self, codebook=self.codebook, commitment=self.commitment)
+
+
+@dataclass(frozen=True)
+class IWTerms:
+    """K importance samples per example: log p(x|z_k), log p(z_k) and log q(z_k|x), [K, B] each.
+
+    Training maximises :meth:`bound`, the importance-weighted bound (Burda et al. 2016). The
+    logged ``elbo``, ``recon`` and ``kl`` are the ordinary ELBO and its terms, estimated from
+    the same K samples, so that they mean what they mean for every other estimator and runs
+    compare; ``iwae_bound`` is the K-sample bound itself (>= ``elbo`` for every example, by
+    Jensen). They are detached: only :meth:`bound` carries the estimator's gradient.
+    ``gradient`` names that gradient: "iwae" (the bound's own) or "dreg" (see
+    :func:`dreg_bound`).
+    """
+
+    log_px: torch.Tensor
+    log_pz: torch.Tensor
+    log_qz: torch.Tensor
+    gradient: Literal["iwae", "dreg"] = "iwae"
+
+    def log_weights(self, kl_scale: float = 1.0) -> torch.Tensor:
+        """log w_k = log p(x|z_k) + kl_scale (log p(z_k) - log q(z_k|x)), [K, B].
+
+        kl_scale = 1 gives the importance weights p(x, z_k) / q(z_k|x). A smaller one tempers
+        the prior-to-posterior ratio the way KL warm-up tempers the ELBO's KL: at K = 1 the
+        loss is the warmed-up single-sample ELBO.
+        """
+        return self.log_px + kl_scale * (self.log_pz - self.log_qz)
+
+    def bound(self, kl_scale: float = 1.0) -> torch.Tensor:
+        """log (1/K) sum_k w_k per example, [B]: Burda et al. (2016), eq. 8 at kl_scale = 1."""
+        return torch.logsumexp(self.log_weights(kl_scale), dim=0) - math.log(self.log_px.shape[0])
+
+    @property
+    def recon(self) -> torch.Tensor:
+        """-log p(x|z) averaged over the K samples, [B] (detached)."""
+        return -self.log_px.detach().mean(0)
+
+    @property
+    def kl(self) -> torch.Tensor:
+        """log q(z|x) - log p(z) averaged over the K samples, a Monte Carlo KL, [B] (detached)."""
+        return (self.log_qz - self.log_pz).detach().mean(0)
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """The ELBO estimated from the K samples, -(recon + kl), [B] (detached)."""
+        return -(self.recon + self.kl)
+
+    def logged(self) -> dict[str, torch.Tensor]:
+        """The per-example numbers training and validation average and log, [B] each."""
+        return _logged(self, iwae_bound=self.bound().detach())
+
+
+def _logged(terms: Terms | VQTerms | IWTerms, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+    """elbo, recon and kl, which every kind of terms logs (the trainer prints them), then
+    the kind's own numbers."""
+    return {"elbo": terms.elbo, "recon": terms.recon, "kl": terms.kl, **extra}
 
 
 class LatentVariableModel(Protocol):
@@ -112,10 +165,79 @@ def monte_carlo_elbo(model: LatentVariableModel, x: torch.Tensor) -> Terms:
     return Terms(recon=recon, kl_per_dim=kl_per_dim)
 
 
+def _importance_samples(
+    model: LatentVariableModel, x: torch.Tensor, samples: int, gradient: Literal["iwae", "dreg"]
+) -> IWTerms:
+    """K reparameterised draws z_k ~ q(z|x) and their log-densities; see :func:`dreg_bound`."""
+    if samples < 1:
+        raise ValueError(f"samples must be a positive number of importance samples, got {samples}")
+    q = model.encode(x)
+    z = q.rsample((samples,))  # [K, B, D]; decoders and likelihoods take the leading K
+    log_px = model.likelihood.log_prob(model.decode(z), x)
+    if gradient == "dreg":
+        q = DiagonalGaussian(q.mean.detach(), q.log_var.detach())
+    terms = IWTerms(log_px, model.prior.log_prob(z), q.log_prob(z), gradient)
+    if gradient == "dreg" and z.requires_grad:
+        weights = torch.softmax(terms.log_weights().detach(), dim=0).unsqueeze(-1)
+        z.register_hook(lambda grad: grad * weights)
+    return terms
+
+
+def iwae_bound(model: LatentVariableModel, x: torch.Tensor, samples: int) -> IWTerms:
+    """The importance-weighted bound with K = ``samples`` draws, for training (IWAE).
+
+    log (1/K) sum_k p(x, z_k) / q(z_k|x) (Burda et al. 2016, eq. 8) is a lower bound on
+    log p(x) that tightens as K grows; K = 1 is the single-sample ELBO. Its gradient is the
+    bound's own: sum_k w~_k grad log w_k with normalised weights w~_k = w_k / sum_j w_j.
+    """
+    return _importance_samples(model, x, samples, "iwae")
+
+
+def dreg_bound(model: LatentVariableModel, x: torch.Tensor, samples: int) -> IWTerms:
+    """The IWAE bound, with the doubly reparameterized gradient (DReG) for the encoder.
+
+    Tucker, Lawson, Gu & Maddison (2018). The encoder gradient of the IWAE bound holds a
+    score-function term -sum_k w~_k d log q(z_k|x) / d phi whose noise grows with K until the
+    encoder stops learning (Rainforth et al. 2018). Reparameterising it once more turns it
+    into a path term with weights w~_k^2 - w~_k, leaving the unbiased, lower-variance
+    sum_k w~_k^2 (d log w_k / d z_k)(d z_k / d phi). The decoder and prior keep the IWAE
+    gradient sum_k w~_k grad log w_k.
+
+    One decoder pass does both: log q is evaluated at stopped-gradient parameters (so the
+    score term is gone, while z = mean + std * eps still carries the encoder's path), and a
+    hook on z multiplies the gradient reaching z_k, w~_k d log w_k / d z_k, by w~_k. What is
+    reached other than through z gets the IWAE gradient: the decoder, the prior, and an
+    encoder that the prior shares (a VampPrior's pseudo-inputs) through log p(z) alone. Only
+    :meth:`IWTerms.bound` at kl_scale = 1 carries this gradient: the derivation is for the
+    untempered weights.
+    """
+    return _importance_samples(model, x, samples, "dreg")
+
+
 ESTIMATORS: dict[str, Callable[[LatentVariableModel, torch.Tensor], Terms]] = {
     "analytic": analytic_elbo,
     "monte_carlo": monte_carlo_elbo,
 }
+
+# The importance-weighted training objectives, which also take K, objective.iw_samples.
+IW_ESTIMATORS: dict[str, Callable[[LatentVariableModel, torch.Tensor, int], IWTerms]] = {
+    "iwae": iwae_bound,
+    "dreg": dreg_bound,
+}
+
+
+def estimate(
+    model: LatentVariableModel, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic"
+) -> Terms | IWTerms:
+    """Per-example terms by the estimator an objective config names.
+
+    A bare estimator name stands for a config with that estimator and default settings
+    (e.g. the default ``iw_samples``), for quick use outside a run.
+    """
+    cfg = ObjectiveConfig(estimator=objective) if isinstance(objective, str) else objective
+    if cfg.estimator in IW_ESTIMATORS:
+        return IW_ESTIMATORS[cfg.estimator](model, x, cfg.iw_samples)
+    return ESTIMATORS[cfg.estimator](model, x)
 
 
 def kl_weight(cfg: ObjectiveConfig, step: int, total_steps: int) -> float:
@@ -158,10 +280,28 @@ def vq_loss(terms: VQTerms, commitment: float) -> torch.Tensor:
     return terms.recon.mean() + terms.codebook.mean() + commitment * terms.commitment.mean()
 
 
-def training_loss(terms: Terms | VQTerms, cfg: ObjectiveConfig, kl_scale: float) -> torch.Tensor:
-    """The scalar a training step minimises, for either kind of model's terms."""
+def iw_loss(terms: IWTerms, kl_scale: float = 1.0) -> torch.Tensor:
+    """The importance-weighted objectives' loss: minus the batch-mean bound.
+
+    Warm-up tempers log p(z) - log q(z|x) in the weights (:meth:`IWTerms.log_weights`); free
+    bits have no per-latent KL to floor here, so the config refuses them. DReG's gradient is
+    derived for the untempered bound, so its terms refuse kl_scale != 1.
+    """
+    if terms.gradient == "dreg" and kl_scale != 1.0:
+        raise ValueError(
+            f"DReG's gradient is for the untempered bound (kl_scale 1), got {kl_scale}"
+        )
+    return -terms.bound(kl_scale).mean()
+
+
+def training_loss(
+    terms: Terms | IWTerms | VQTerms, cfg: ObjectiveConfig, kl_scale: float
+) -> torch.Tensor:
+    """The scalar a training step minimises, for any kind of model's terms."""
     if isinstance(terms, VQTerms):
         return vq_loss(terms, cfg.commitment)
+    if isinstance(terms, IWTerms):
+        return iw_loss(terms, kl_scale)
     return loss(terms, kl_scale, cfg.free_bits)
 
 

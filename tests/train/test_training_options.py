@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
 from conftest import tiny_raw
@@ -162,3 +163,15 @@ def test_early_stopping_stops_keeps_the_best_epoch_and_refuses_to_resume(tmp_pat
     assert again["elbo"] == pytest.approx(best["val/elbo"], rel=1e-6)
     with pytest.raises(RunError, match="stopped early"):
         train(config_from_dict(raw), run, resume=True)
+
+
+def test_max_minutes_stops_before_an_epoch_that_would_pass_the_budget(tmp_path):
+    # About 0.1 s per epoch here: a 0.5 s budget stops after a handful of the 200 epochs.
+    config = config_from_dict(tiny_raw(train={"epochs": 200, "max_minutes": 0.5 / 60}))
+    console = Console(record=True, width=200)
+    result = train(config, tmp_path / "run", console=console)
+    records = (tmp_path / "run" / ckpt.METRICS_FILE).read_text().splitlines()
+    assert 1 <= result.epochs == len(records) < 200
+    assert (
+        f"stopping after epoch {result.epochs}: another epoch would pass" in console.export_text()
+    )

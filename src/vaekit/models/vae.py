@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaekit.config import ModelConfig
+from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
 from vaekit.nets.mlp import MLPDecoder, MLPEncoder
-from vaekit.objectives import ESTIMATORS, Terms
+from vaekit.objectives import IWTerms, Terms, estimate
 from vaekit.probability.gaussian import DiagonalGaussian
 from vaekit.probability.likelihoods import make_likelihood
-from vaekit.probability.priors import StandardNormal
+from vaekit.probability.priors import VampPrior, make_prior
 
 
 def full_precision(params: torch.Tensor) -> torch.Tensor:
@@ -51,9 +51,12 @@ class VAE(nn.Module):
         """Likelihood parameters for latents ``z`` ([..., D] -> [..., C*P, H, W])."""
         return full_precision(self.decoder(z))
 
-    def elbo(self, x: torch.Tensor, estimator: str = "analytic") -> Terms:
-        """Per-example reconstruction and KL terms, by the named estimator."""
-        return ESTIMATORS[estimator](self, x)
+    def elbo(
+        self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic"
+    ) -> Terms | IWTerms:
+        """Per-example loss terms by the estimator of ``objective`` (a config, or a bare
+        estimator name with default settings): see :func:`vaekit.objectives.estimate`."""
+        return estimate(self, x, objective)
 
     @torch.no_grad()
     def sample(
@@ -105,6 +108,11 @@ def build_vae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
         cfg.activation,
         cfg.batchnorm,
     )
-    return VAE(
-        encoder, decoder, StandardNormal(cfg.latent_dim), likelihood, cfg.latent_dim, (c, h, w)
+    prior = make_prior(
+        cfg.prior, cfg.latent_dim, num_components=cfg.prior_components, image_shape=(c, h, w)
     )
+    model = VAE(encoder, decoder, prior, likelihood, cfg.latent_dim, (c, h, w))
+    if isinstance(prior, VampPrior):
+        # A bound method, not the encoder module: its weights stay once in the state dict.
+        prior.bind(model.encode)
+    return model

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaekit.config import ModelConfig
+from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.errors import RunError
 from vaekit.models.quantizer import Quantized, VectorQuantizer
 from vaekit.models.vae import full_precision, likelihood_of
@@ -57,8 +57,8 @@ class VQVAE(nn.Module):
         """Likelihood parameters for a map of code vectors [B, D, h, w]."""
         return full_precision(self.decoder(z_q))
 
-    def elbo(self, x: torch.Tensor, estimator: str = "analytic") -> VQTerms:
-        """Per-example VQ-VAE terms (``estimator`` is ignored: q(z|x) is deterministic)."""
+    def elbo(self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic") -> VQTerms:
+        """Per-example VQ-VAE terms (``objective`` is ignored: q(z|x) is deterministic)."""
         q = self.quantize(x)
         recon = -self.likelihood.log_prob(self.decode(q.z_q), x)
         return VQTerms(recon, q.codebook, q.commitment, q.codes, self.num_codes)

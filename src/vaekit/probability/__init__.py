@@ -11,18 +11,31 @@ from vaekit.probability.likelihoods import (
     bits_per_dim,
     make_likelihood,
 )
-from vaekit.probability.priors import PRIORS, StandardNormal
+from vaekit.probability.priors import (
+    PRIORS,
+    DiagonalMixturePrior,
+    MixtureOfGaussians,
+    StandardNormal,
+    VampPrior,
+    make_prior,
+    marginal_icdf,
+)
 
 __all__ = [
     "LIKELIHOODS",
     "PRIORS",
     "Bernoulli",
     "DiagonalGaussian",
+    "DiagonalMixturePrior",
     "DiscretizedLogistic",
     "Gaussian",
     "GaussianLearnedScale",
     "GaussianPredictedScale",
+    "MixtureOfGaussians",
     "StandardNormal",
+    "VampPrior",
     "bits_per_dim",
     "make_likelihood",
+    "make_prior",
+    "marginal_icdf",
 ]

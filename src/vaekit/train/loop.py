@@ -188,7 +188,7 @@ def validate(
                     generator=generator,
                 )
                 x = x.to(device)
-                totals.add(model.elbo(x, config.objective.estimator))
+                totals.add(model.elbo(x, config.objective))
                 if iw_samples:
                     bound = iw_log_likelihood(model, x, iw_samples, chunk_size=min(iw_samples, 50))
                     iw_sum += torch.stack([bound.sum(), bound.new_tensor(float(len(bound)))])
@@ -267,7 +267,7 @@ def train_step(
     """
     elbo = forward if forward is not None else model.elbo
     with autocast(cfg.train.precision, x.device):
-        terms = elbo(x, cfg.objective.estimator)
+        terms = elbo(x, cfg.objective)
         objective = training_loss(terms, cfg.objective, kl_scale)
     optimizer.zero_grad(set_to_none=True)
     (objective * loss_weight if loss_weight != 1.0 else objective).backward()
@@ -684,6 +684,7 @@ def train(
     )
     last: dict[str, float] = {}
     model.train()
+    started = time.perf_counter()
     try:
         with _progress(console, tc.progress and world.is_main) as progress, _StopSignals() as stop:
             for epoch in range(start_epoch, tc.epochs):
@@ -810,6 +811,16 @@ def train(
                     f"{seen / seconds:,.0f} samples/s",
                     soft_wrap=True,
                 )
+                spent = time.perf_counter() - started
+                next_end = spent + spent / (epoch + 1 - start_epoch)  # at the mean epoch time
+                budget = 60 * tc.max_minutes if tc.max_minutes is not None else math.inf
+                if next_end > budget and epoch + 1 < tc.epochs:
+                    console.print(
+                        f"stopping after epoch {epoch + 1}: another epoch would pass "
+                        f"train.max_minutes = {tc.max_minutes:g} ({spent / 60:.1f} min so "
+                        f"far); continue with: {resume_command(run_dir, world)}"
+                    )
+                    break
                 if (
                     tc.early_stopping_patience
                     and stopping["since_best"] >= tc.early_stopping_patience

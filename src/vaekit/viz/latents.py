@@ -17,10 +17,10 @@ import torch
 from matplotlib.lines import Line2D
 
 from vaekit.atomic import atomic_write_bytes
-from vaekit.diagnostics import active_units, posterior_params
+from vaekit.diagnostics import active_units, kl_to_prior_per_dim, posterior_params
 from vaekit.errors import VaekitError
 from vaekit.models import VAE
-from vaekit.probability.gaussian import DiagonalGaussian
+from vaekit.probability.priors import StandardNormal, marginal_icdf
 from vaekit.viz.grid import save_labelled_grid
 from vaekit.viz.plots import figure_png, style_axes, styled
 
@@ -121,26 +121,49 @@ def manifold_quantiles(n: int, lo: float = 0.05, hi: float = 0.95) -> torch.Tens
     return torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(lo, hi, n))
 
 
-def manifold_latents(n: int, lo: float = 0.05, hi: float = 0.95) -> torch.Tensor:
+def _prior_of(model: VAE) -> torch.nn.Module | None:
+    """The model's prior p(z); None (taken as N(0, I)) for a stand-in without one."""
+    return getattr(model, "prior", None)
+
+
+def prior_quantiles(
+    prior: torch.nn.Module | None, n: int, lo: float = 0.05, hi: float = 0.95
+) -> torch.Tensor:
+    """[n, D] quantiles of each latent's prior marginal at probabilities linspace(lo, hi).
+
+    N(0, I) (or no prior) gives :func:`manifold_quantiles` in every column; a mixture prior
+    its own marginal quantiles, so the grid covers where its samples lie.
+    """
+    q = manifold_quantiles(n, lo, hi)  # also checks 0 < lo < hi < 1
+    if prior is None or isinstance(prior, StandardNormal):
+        return q[:, None].expand(-1, 2 if prior is None else prior.dim)
+    return marginal_icdf(prior, torch.linspace(lo, hi, n)).cpu()
+
+
+def manifold_latents(
+    n: int, lo: float = 0.05, hi: float = 0.95, prior: torch.nn.Module | None = None
+) -> torch.Tensor:
     """The [n*n, 2] latents of the manifold grid in row-major order, top row first.
 
-    Column c has z1 = q[c] (growing to the right); row r has z2 = q[n - 1 - r], so z2
-    grows upward as on a plotted y axis (Kingma & Welling 2014, figure 4).
+    Column c has z1 = q1[c] (growing to the right); row r has z2 = q2[n - 1 - r], so z2
+    grows upward as on a plotted y axis (Kingma & Welling 2014, figure 4). q1 and q2 are the
+    quantiles of the prior's two marginals (standard-normal quantiles for N(0, I)).
     """
-    q = manifold_quantiles(n, lo, hi)
-    z2, z1 = torch.meshgrid(q.flip(0), q, indexing="ij")
+    q = prior_quantiles(prior, n, lo, hi)
+    z2, z1 = torch.meshgrid(q[:, 1].flip(0), q[:, 0], indexing="ij")
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
 
 
 @torch.no_grad()
 def manifold(model: VAE, n: int = 20, lo: float = 0.05, hi: float = 0.95) -> torch.Tensor:
-    """Decoded [n*n, C, H, W] grid over the 2-D latent plane at Normal quantiles (tile n wide)."""
+    """Decoded [n*n, C, H, W] grid over the 2-D latent plane at the prior's marginal
+    quantiles (tile n wide)."""
     if model.latent_dim != 2:
         raise LatentDimError(
             f"the manifold picture needs a 2-D latent space, this model has latent_dim = "
             f"{model.latent_dim} (train with --set model.latent_dim=2)"
         )
-    return model.decode_mean(manifold_latents(n, lo, hi))
+    return model.decode_mean(manifold_latents(n, lo, hi, _prior_of(model)))
 
 
 # --------------------------------------------------------------------------- traversals
@@ -151,7 +174,7 @@ class LatentSummary:
     """Posterior statistics over a dataset: what the scatter, KL and traversal pictures need."""
 
     means: torch.Tensor  # [N, D] posterior means E_q[z | x]
-    kl_per_dim: torch.Tensor  # [D] mean over examples of KL(q(z_d | x) || N(0, 1)), nats
+    kl_per_dim: torch.Tensor  # [D] mean over examples of KL(q(z_d | x) || p(z_d)), nats
     activity: torch.Tensor  # [D] Cov_x(E_q[z_d | x]) (Burda et al. 2015)
 
     @property
@@ -170,7 +193,10 @@ def summarize_posteriors(model: VAE, x: torch.Tensor, batch_size: int = 500) -> 
     batches = (x[start : start + batch_size] for start in range(0, x.shape[0], batch_size))
     mean, log_var = posterior_params(model, batches)
     _, activity = active_units(mean)
-    kl = DiagonalGaussian(mean, log_var).kl_per_dim().mean(0)
+    prior = _prior_of(model)
+    if prior is None:
+        prior = StandardNormal(mean.shape[1])
+    kl = kl_to_prior_per_dim(prior, mean, log_var)
     return LatentSummary(means=mean.float(), kl_per_dim=kl, activity=activity)
 
 
@@ -198,7 +224,11 @@ def traversal_dims(
 
 
 def default_traversal_values(count: int = 9, limit: float = 3.0) -> torch.Tensor:
-    """``count`` evenly spaced latent values from -limit to limit (prior standard deviations)."""
+    """``count`` evenly spaced latent values from -limit to limit.
+
+    In prior standard deviations for N(0, I); for a mixture prior they are plain z values,
+    the same for every row (a shared scale keeps the columns comparable).
+    """
     return torch.linspace(-limit, limit, count)
 
 
@@ -359,13 +389,13 @@ def save_manifold(
 ) -> Path:
     """Write the 2-D manifold as a labelled PNG: z1 across (left to right), z2 up."""
     images = manifold(model, n, lo, hi)
-    q = manifold_quantiles(n, lo, hi).tolist()
+    q = prior_quantiles(_prior_of(model), n, lo, hi)
     return save_labelled_grid(
         images,
         path,
         nrow=n,
-        col_labels=[f"{v:.1f}" for v in q],
-        row_labels=[f"{v:.1f}" for v in reversed(q)],
+        col_labels=[f"{v:.1f}" for v in q[:, 0].tolist()],
+        row_labels=[f"{v:.1f}" for v in reversed(q[:, 1].tolist())],
         corner="z2 \u2191  z1 \u2192",
         scale=2,
         font_size=22,
@@ -427,6 +457,7 @@ __all__ = [
     "manifold_latents",
     "manifold_quantiles",
     "pca_2d",
+    "prior_quantiles",
     "save_interpolation",
     "save_latent_scatter",
     "save_manifold",

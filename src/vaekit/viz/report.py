@@ -400,6 +400,9 @@ def _vq_figures(run: str, cfg: Any, s: ReportSettings) -> list[_Figure]:
     ]
 
 
+_PRIOR_NAMES = {"mog": "learned mixture of Gaussians", "vamp": "VampPrior"}
+
+
 def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | None) -> list[_Figure]:
     """The pictures of the report in page order: what each shows and how to redraw it."""
     if cfg.model.kind == "vqvae":
@@ -409,8 +412,10 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
     shown = min(d, s.traversal_dims)
     seed = f"--seed {s.seed}"
     active = "" if summary is None else f" ({int(summary.active.sum())} of {d} active here)"
+    normal = cfg.model.prior == "standard_normal"
+    prior = "N(0, I)" if normal else f"p(z) (the {_PRIOR_NAMES[cfg.model.prior]})"
     spread = ""
-    if summary is not None and d == 2 and len(summary.means) > 1:
+    if normal and summary is not None and d == 2 and len(summary.means) > 1:
         std = summary.means.std(0)
         if float(std.max()) > 1.5:  # the aggregate posterior is much wider than N(0, I)
             spread = (
@@ -431,7 +436,8 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
         _Figure(
             "kl",
             "KL per latent dimension",
-            f"Mean KL(q(z_d|x) \u2016 N(0,1)) of each of the {d} latent dimensions over the "
+            f"Mean KL(q(z_d|x) \u2016 {'N(0,1)' if normal else 'p(z_d)'}) of each of the {d} "
+            f"latent dimensions{'' if normal else ' (p(z_d): the prior marginal)'} over the "
             f"test set, largest first; dimensions near 0 nats are inactive, unused by the "
             f"decoder{active}.",
             f"vaekit report {run} {seed}",
@@ -440,7 +446,7 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
         _Figure(
             "samples",
             "Samples from the prior",
-            f"{s.samples} images decoded from z ~ N(0, I) at temperature {s.temperature:g}, "
+            f"{s.samples} images decoded from z ~ {prior} at temperature {s.temperature:g}, "
             "each the mean of p(x|z) rather than a noisy draw; look for variety and for "
             "objects a person would recognise.",
             _sample_command(run, s),
@@ -478,7 +484,8 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
             "manifold",
             "The learned 2-D manifold",
             f"Decoded images on a {s.manifold_n}\u00d7{s.manifold_n} grid of the latent plane "
-            "at standard-normal quantiles from 5% to 95% (z1 grows to the right, z2 upward); "
+            f"at {'standard-normal' if normal else 'prior marginal'} quantiles from 5% to 95% "
+            "(z1 grows to the right, z2 upward); "
             "look for smooth transitions and for every region decoding to something plausible."
             + spread,
             f"vaekit manifold {run} -n {s.manifold_n} -o {p}/{PICTURES['manifold']}",
