@@ -101,11 +101,16 @@ class QuantizerConfig(_Section):
 class ModelConfig(_Section):
     """The networks, the latent space and the likelihood p(x|z)."""
 
-    kind: Literal["vae", "vqvae"] = Field(
-        default="vae", description="vae: Gaussian latents; vqvae: a map of discrete codes"
+    kind: Literal["vae", "vqvae", "hvae"] = Field(
+        default="vae",
+        description="vae: Gaussian latents; vqvae: a map of discrete codes; hvae: a ladder of "
+        "Gaussian latent layers with top-down inference (Sønderby et al. 2016)",
     )
-    arch: Literal["mlp", "conv", "resnet"] = Field(
-        default="conv", description="resnet: strided convs and residual blocks (vqvae)"
+    arch: Literal["mlp", "gated_mlp", "conv", "resnet_vae", "resnet"] = Field(
+        default="conv",
+        description="mlp; gated_mlp: gated linear units (Dauphin et al. 2017), as in the "
+        "VampPrior paper; conv; resnet_vae: strided convs with pre-activation residual blocks "
+        "(residual_blocks per resolution); resnet: the VQ-VAE's nets",
     )
     latent_dim: int = Field(default=16, gt=0)
     hidden: list[int] = Field(default=[512, 256], description="MLP hidden widths (encoder order)")
@@ -136,6 +141,26 @@ class ModelConfig(_Section):
         description="K, the mixture components of model.prior = 'mog' or 'vamp' (vamp: the "
         "number of pseudo-inputs, 500 in Tomczak & Welling 2018)",
     )
+    latent_dims: list[int] = Field(
+        default=[32, 16],
+        description="hvae: the size of each latent layer, bottom (next to x) first; "
+        "model.latent_dim is unused",
+    )
+    ladder_width: int = Field(
+        default=256, gt=0, description="hvae: width of the deterministic ladder between layers"
+    )
+    posterior: Literal["gaussian", "iaf"] = Field(
+        default="gaussian",
+        description="vae: q(z|x); gaussian: diagonal; iaf: a diagonal Gaussian made richer by "
+        "iaf_steps inverse autoregressive flow steps (Kingma et al. 2016)",
+    )
+    iaf_steps: int = Field(default=2, gt=0, description="iaf: flow steps")
+    iaf_hidden: list[int] = Field(
+        default=[], description="iaf: widths of each step's masked network (default: two of 2D)"
+    )
+    iaf_context: int = Field(
+        default=32, ge=0, description="iaf: size of the context h the encoder gives the flow"
+    )
     quantizer: QuantizerConfig = QuantizerConfig()
 
     @model_validator(mode="after")
@@ -144,8 +169,20 @@ class ModelConfig(_Section):
             sizes = getattr(self, key)
             if any(s <= 0 for s in sizes):
                 raise ValueError(f"model.{key} must hold positive sizes, got {sizes}")
-        if self.arch == "conv" and not self.channels:
+        if self.arch in ("conv", "resnet_vae") and not self.channels:
             raise ValueError("model.channels must list at least one conv layer")
+        if self.kind == "hvae":
+            if not self.latent_dims or any(d <= 0 for d in self.latent_dims):
+                raise ValueError(
+                    f"model.latent_dims must list positive sizes, got {self.latent_dims}"
+                )
+            if self.arch not in ("mlp", "conv") or self.posterior != "gaussian":
+                raise ValueError(
+                    "model.kind = 'hvae' takes model.arch 'mlp' or 'conv' and the Gaussian "
+                    "posterior of its ladder"
+                )
+        if self.kind == "vqvae" and self.posterior != "gaussian":
+            raise ValueError("model.posterior is the Gaussian VAE's q(z|x), not a VQ-VAE's")
         if (self.kind == "vqvae") != (self.arch == "resnet"):
             raise ValueError(
                 "model.kind = 'vqvae' goes with model.arch = 'resnet' (and resnet is for vqvae "
@@ -361,6 +398,17 @@ class Config(_Section):
                 f"model.prior = {self.model.prior!r} has no closed-form KL: set "
                 "objective.estimator = 'monte_carlo', 'iwae' or 'dreg'"
             )
+        if self.model.kind == "hvae" and self.objective.estimator == "dreg":
+            raise ValueError(
+                "objective.estimator = 'dreg' splits encoder and decoder gradients, but the "
+                "ladder's posterior shares the generative top-down nets: use 'iwae'"
+            )
+        if self.model.posterior == "iaf" and self.objective.estimator in ("analytic", "dreg"):
+            raise ValueError(
+                "model.posterior = 'iaf' has no closed-form KL, and DReG needs the posterior's "
+                "density at stopped parameters, which a flow does not give cheaply: set "
+                "objective.estimator = 'monte_carlo' or 'iwae'"
+            )
         return self
 
 
@@ -368,7 +416,7 @@ def check_image_shape(model: ModelConfig, shape: list[int]) -> None:
     """Raise ValueError when the conv net cannot map images of ``shape`` to and fro."""
     if len(shape) != 3 or any(s <= 0 for s in shape):
         raise ValueError(f"image_shape must be [C, H, W] with positive sizes, got {shape}")
-    if model.arch == "mlp":
+    if model.arch in ("mlp", "gated_mlp"):
         return
     _, height, width = shape
     factor = 4 if model.arch == "resnet" else 2 ** len(model.channels)

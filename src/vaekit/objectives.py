@@ -141,6 +141,14 @@ class LatentVariableModel(Protocol):
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian: ...
 
+    def encode_with_context(
+        self, x: torch.Tensor
+    ) -> tuple[DiagonalGaussian, torch.Tensor | None]: ...
+
+    def through_flow(
+        self, q0: DiagonalGaussian, h: torch.Tensor | None, z0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
@@ -158,10 +166,10 @@ def monte_carlo_elbo(model: LatentVariableModel, x: torch.Tensor) -> Terms:
     Works for any prior with a density; its KL term is unbiased but noisier than the
     analytic one (Kingma & Welling 2014, eq. 6).
     """
-    q = model.encode(x)
-    z = q.rsample()
+    q0, h = model.encode_with_context(x)
+    z, log_q = model.through_flow(q0, h, q0.rsample())  # z_T of an IAF posterior
     recon = -model.likelihood.log_prob(model.decode(z), x)
-    kl_per_dim = q.log_prob_per_dim(z) - model.prior.log_prob_per_dim(z)
+    kl_per_dim = log_q - model.prior.log_prob_per_dim(z)
     return Terms(recon=recon, kl_per_dim=kl_per_dim)
 
 
@@ -171,12 +179,13 @@ def _importance_samples(
     """K reparameterised draws z_k ~ q(z|x) and their log-densities; see :func:`dreg_bound`."""
     if samples < 1:
         raise ValueError(f"samples must be a positive number of importance samples, got {samples}")
-    q = model.encode(x)
-    z = q.rsample((samples,))  # [K, B, D]; decoders and likelihoods take the leading K
+    q, h = model.encode_with_context(x)
+    # [K, B, D]; decoders and likelihoods take the leading K. An IAF posterior moves z0 to z_T.
+    z, log_q = model.through_flow(q, h, q.rsample((samples,)))
     log_px = model.likelihood.log_prob(model.decode(z), x)
-    if gradient == "dreg":
-        q = DiagonalGaussian(q.mean.detach(), q.log_var.detach())
-    terms = IWTerms(log_px, model.prior.log_prob(z), q.log_prob(z), gradient)
+    if gradient == "dreg":  # (no flow: the config refuses dreg with an IAF posterior)
+        log_q = DiagonalGaussian(q.mean.detach(), q.log_var.detach()).log_prob_per_dim(z)
+    terms = IWTerms(log_px, model.prior.log_prob(z), log_q.sum(-1), gradient)
     if gradient == "dreg" and z.requires_grad:
         weights = torch.softmax(terms.log_weights().detach(), dim=0).unsqueeze(-1)
         z.register_hook(lambda grad: grad * weights)
@@ -344,7 +353,7 @@ def _log_weight_chunks(
     log_likelihood: LogLikelihood,
 ) -> Iterator[torch.Tensor]:
     """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) in float64, [c, B] per chunk of K."""
-    q = model.encode(x)
+    q, h = model.encode_with_context(x)
     mean, std = q.mean, q.std
     for start in range(0, k, chunk_size):
         c = min(chunk_size, k - start)
@@ -357,9 +366,10 @@ def _log_weight_chunks(
                 for _ in range(c)
             ]
         )
-        z = mean + std * eps  # the reparameterised sample, as q.rsample draws it
+        # The reparameterised sample, as q.rsample draws it (then through an IAF posterior).
+        z, log_q = model.through_flow(q, h, mean + std * eps)
         log_px = log_likelihood(z, x)
-        yield log_px.double() + model.prior.log_prob(z).double() - q.log_prob(z).double()
+        yield log_px.double() + model.prior.log_prob(z).double() - log_q.sum(-1).double()
 
 
 def iw_log_likelihood(
@@ -385,6 +395,11 @@ def iw_log_likelihood(
         raise ValueError(f"k must be a positive number of importance samples, got {k}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    own = getattr(model, "log_weights", None)
+    if own is not None:  # a model with its own importance weights (the hierarchical VAE)
+        size = min(chunk_size, k)
+        chunks = (own(x, min(size, k - s), generator) for s in range(0, k, size))
+        return streaming_logsumexp(chunks) - math.log(k)
     log_px = log_likelihood or decoder_log_likelihood(model)
     chunks = _log_weight_chunks(model, x, k, min(chunk_size, k), generator, log_px)
     return streaming_logsumexp(chunks) - math.log(k)

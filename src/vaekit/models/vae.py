@@ -7,8 +7,11 @@ from torch import nn
 
 from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
+from vaekit.nets.gated import GatedMLPDecoder, GatedMLPEncoder
 from vaekit.nets.mlp import MLPDecoder, MLPEncoder
+from vaekit.nets.residual import ResidualDecoder, ResidualEncoder
 from vaekit.objectives import IWTerms, Terms, estimate
+from vaekit.probability.flows import IAFFlow
 from vaekit.probability.gaussian import DiagonalGaussian
 from vaekit.probability.likelihoods import make_likelihood
 from vaekit.probability.priors import VampPrior, make_prior
@@ -34,8 +37,10 @@ class VAE(nn.Module):
         likelihood: nn.Module,
         latent_dim: int,
         image_shape: tuple[int, int, int],
+        flow: IAFFlow | None = None,
     ) -> None:
         super().__init__()
+        self.flow = flow  # an IAF on top of the Gaussian q0(z|x), or None
         self.encoder = encoder
         self.decoder = decoder
         self.prior = prior
@@ -44,8 +49,27 @@ class VAE(nn.Module):
         self.image_shape = tuple(image_shape)
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
-        """The approximate posterior q(z|x) for a batch of images in [0, 1]."""
-        return DiagonalGaussian.from_params(full_precision(self.encoder(x)))
+        """The Gaussian posterior q(z|x) for a batch of images in [0, 1] (with an IAF posterior,
+        its base q0(z0|x): what reconstructions, active units and per-dim KL read)."""
+        return self.encode_with_context(x)[0]
+
+    def encode_with_context(self, x: torch.Tensor) -> tuple[DiagonalGaussian, torch.Tensor | None]:
+        """q0(z|x) and, with an IAF posterior, the context h [B, H] the encoder gives the flow."""
+        out = full_precision(self.encoder(x))
+        if self.flow is None:
+            return DiagonalGaussian.from_params(out), None
+        params, h = out.split([2 * self.latent_dim, out.shape[-1] - 2 * self.latent_dim], -1)
+        return DiagonalGaussian.from_params(params), h
+
+    def through_flow(
+        self, q0: DiagonalGaussian, h: torch.Tensor | None, z0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A posterior sample and log q(z|x) per latent dim [..., B, D] from a draw z0 ~ q0:
+        z0 itself without a flow; else z_T and log q0(z0|x) - log|det dz_T/dz0| per dim."""
+        if self.flow is None:
+            return z0, q0.log_prob_per_dim(z0)
+        z, log_det = self.flow.transform(z0, h)
+        return z, q0.log_prob_per_dim(z0) - log_det
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Likelihood parameters for latents ``z`` ([..., D] -> [..., C*P, H, W])."""
@@ -73,13 +97,16 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of p(x|z) at the posterior mean z = E[q(z|x)], in [0, 1]."""
-        return self.decode_mean(self.encode(x).mean)
+        """Mean of p(x|z) at the posterior's centre: z = E[q(z|x)], or the flow of q0's mean."""
+        q0, h = self.encode_with_context(x)
+        return self.decode_mean(self.through_flow(q0, h, q0.mean)[0])
 
 
 NETS = {
     "mlp": (MLPEncoder, MLPDecoder, "hidden"),
+    "gated_mlp": (GatedMLPEncoder, GatedMLPDecoder, "hidden"),
     "conv": (ConvEncoder, ConvDecoder, "channels"),
+    "resnet_vae": (ResidualEncoder, ResidualDecoder, "channels"),
 }
 
 
@@ -99,19 +126,24 @@ def build_vae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
     likelihood = likelihood_of(cfg, image_shape)
     enc_cls, dec_cls, sizes_key = NETS[cfg.arch]
     sizes = list(getattr(cfg, sizes_key))
-    encoder = enc_cls((c, h, w), sizes, 2 * cfg.latent_dim, cfg.activation, cfg.batchnorm)
+    # Gated units gate a linear value, with no activation on it (as in the VampPrior paper).
+    act = None if cfg.arch == "gated_mlp" else cfg.activation
+    extra = {"blocks": cfg.residual_blocks} if cfg.arch == "resnet_vae" else {}
+    flow = None
+    if cfg.posterior == "iaf":
+        hidden = list(cfg.iaf_hidden) or None
+        flow = IAFFlow(cfg.latent_dim, cfg.iaf_context, steps=cfg.iaf_steps, hidden=hidden)
+    context = cfg.iaf_context if flow is not None else 0
+    encoder = enc_cls((c, h, w), sizes, 2 * cfg.latent_dim + context, act, cfg.batchnorm, **extra)
     out_shape = (c * likelihood.params_per_pixel, h, w)
+    mlp_like = cfg.arch in ("mlp", "gated_mlp")
     decoder = dec_cls(
-        cfg.latent_dim,
-        sizes[::-1] if cfg.arch == "mlp" else sizes,
-        out_shape,
-        cfg.activation,
-        cfg.batchnorm,
+        cfg.latent_dim, sizes[::-1] if mlp_like else sizes, out_shape, act, cfg.batchnorm, **extra
     )
     prior = make_prior(
         cfg.prior, cfg.latent_dim, num_components=cfg.prior_components, image_shape=(c, h, w)
     )
-    model = VAE(encoder, decoder, prior, likelihood, cfg.latent_dim, (c, h, w))
+    model = VAE(encoder, decoder, prior, likelihood, cfg.latent_dim, (c, h, w), flow)
     if isinstance(prior, VampPrior):
         # A bound method, not the encoder module: its weights stay once in the state dict.
         prior.bind(model.encode)

@@ -362,15 +362,21 @@ def _save_pictures(
     model: VAE | VQVAE,
     run_dir: Path,
     epoch: int,
-    z_fixed: torch.Tensor | None,
+    n_samples: int,
+    picture_seed: int,
     x_fixed: torch.Tensor,
 ) -> None:
-    """This epoch's grids: samples at fixed z (a VAE; a VQ-VAE has no prior while it trains)
-    and reconstructions of fixed validation images."""
+    """This epoch's grids: samples from the model's prior (not a VQ-VAE: it has no prior while
+    it trains), drawn with the same noise every epoch so that the grid changes only as the
+    model (and a learned prior) does, and reconstructions of fixed validation images."""
     pictures = run_dir / ckpt.PICTURES_DIR
     was_training = model.training
     model.eval()
-    samples = model.decode_mean(z_fixed) if z_fixed is not None else None
+    samples = None
+    if not isinstance(model, VQVAE):
+        device = x_fixed.device
+        noise_source = torch.Generator(device=device).manual_seed(picture_seed)
+        samples = model.sample(n_samples, generator=noise_source)
     recon = model.reconstruct(x_fixed)
     model.train(was_training)
     nrow = 8
@@ -527,13 +533,8 @@ def train(
 
     seed = tc.seed
     torch.manual_seed(seed)
-    model = prepare_for_training(ckpt.build_model(cfg))
-    # Fixed latents for the per-epoch sample grids, drawn on the CPU from their own generator.
-    picture_gen = torch.Generator().manual_seed(seed + 3)
+    model = prepare_for_training(ckpt.build_model(cfg)).to(device)
     n_pics = 8 * max(1, tc.picture_count // 8)
-    prior = getattr(model, "prior", None)
-    z_fixed = prior.sample(n_pics, generator=picture_gen).to(device) if prior is not None else None
-    model.to(device)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = steps_in_epoch(len(train_data), tc.batch_size, world.world_size)
     total_steps = steps_per_epoch * tc.epochs
@@ -802,7 +803,7 @@ def train(
                         ckpt.save_weights(run_dir, evaluated, ckpt.BEST_FILE)
                 if log is not None:
                     log.write(last, step)
-                    _save_pictures(evaluated, run_dir, epoch + 1, z_fixed, x_fixed)
+                    _save_pictures(evaluated, run_dir, epoch + 1, n_pics, seed + 3, x_fixed)
                 save(epoch + 1, 0, shuffle_gen.get_state(), totals, loss_sum)
                 console.print(
                     f"epoch {epoch + 1}/{tc.epochs}  train elbo "
