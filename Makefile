@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean bench bench-ddp
+.PHONY: install demo test lint format clean bench bench-ddp bench-quality
 
 install: $(STAMP)
 
@@ -49,6 +49,14 @@ bench: $(STAMP)
 # under torchrun; bench/results/cpu-ddp.json and BENCHMARKS.md. BENCH_ARGS e.g. "--repeats 5".
 bench-ddp: $(STAMP)
 	$(BIN)/python bench/ddp.py $(BENCH_ARGS)
+
+# Model quality (not part of CI): each recipe trained for MINUTES of wall clock, then its test
+# NLL with K = 5000; rows accumulate in bench/results/quality.json and BENCHMARKS.md.
+RECIPES ?= fmnist-vae,fmnist-iwae,fmnist-vamp,fmnist-iaf,fmnist-hvae
+MINUTES ?= 60
+SEEDS ?= 0
+bench-quality: $(STAMP)
+	$(BIN)/python bench/quality.py --recipes $(RECIPES) --minutes $(MINUTES) --seeds $(SEEDS) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

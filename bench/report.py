@@ -50,6 +50,8 @@ def section(result: dict[str, Any]) -> list[str]:
     """The Markdown for one results file."""
     if result.get("kind") == "ddp":
         return ddp_section(result)
+    if result.get("kind") == "quality":
+        return quality_section(result)
     lines = [
         f"## {result['name']}",
         "",
@@ -160,6 +162,43 @@ def ddp_section(result: dict[str, Any]) -> list[str]:
         "adds a gradient all-reduce (gloo) per step. Two processes against one with 1 thread: "
         f"{_ratio(ratios.get('2proc-torchrun/1proc-1thread'))}."
         + (f" Peak RSS: {rss}." if rss else " Peak RSS: not measured."),
+        "",
+    ]
+    return lines
+
+
+def quality_section(result: dict[str, Any]) -> list[str]:
+    """Test NLL of each recipe (bench/quality.py) beside the published numbers."""
+    lines = [
+        "## quality",
+        "",
+        "`make bench-quality` (`bench/quality.py`): each recipe trained for a wall-clock budget, "
+        "then `vaekit evaluate --iw K --binarization dynamic --seed 0`: dynamically binarized "
+        "Fashion-MNIST, the test set binarized once with seed 0, test NLL = the "
+        "importance-weighted estimate in nats per image (lower is better). One row per run, "
+        "in the order they ran.",
+        "",
+        "| recipe | seed | test NLL | IW K | test images | ELBO | epochs (best) | training "
+        "minutes (budget) | commit | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result.get("rows", []):
+        m = row["machine"]
+        lines.append(
+            f"| `{row['recipe']}` | {row['seed']} | **{row['test_nll']:.2f}** | {row['iw_k']} | "
+            f"{row['test_examples']:,} | {row['test_elbo']:.2f} | {row['epochs']} "
+            f"({row.get('best_epoch') or '-'}) | {row['train_seconds'] / 60:.1f} "
+            f"({row['budget_minutes']:g}) | {row['commit']}{'+' if row.get('dirty') else ''} | "
+            f"{m['cpu']}, {m['cpu_count']} CPUs |"
+        )
+    lines += [
+        "",
+        "Published test NLL for the same protocol (Norouzi, Fleet & Norouzi 2020, "
+        '"Exemplar VAE", Fashion-MNIST table):',
+        "",
+        "| model | test NLL |",
+        "|---|---|",
+        *(f"| {name} | {value:.2f} |" for name, value in result.get("published", {}).items()),
         "",
     ]
     return lines
