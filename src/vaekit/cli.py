@@ -90,9 +90,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _picture_path(args: argparse.Namespace, key: str) -> Path:
     """The ``-o`` path, or the report's file for this picture under RUN/pictures/."""
     from vaekit.train.checkpoint import PICTURES_DIR
-    from vaekit.viz.figures import PICTURES
+    from vaekit.viz.figures import picture_name
 
-    return Path(args.output) if args.output else Path(args.run) / PICTURES_DIR / PICTURES[key]
+    return Path(args.output) if args.output else Path(args.run) / PICTURES_DIR / picture_name(key)
 
 
 def _positive(value: float, flag: str) -> None:
@@ -153,13 +153,14 @@ def cmd_manifold(args: argparse.Namespace) -> int:
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     from vaekit.train.checkpoint import load_run
-    from vaekit.viz.figures import draw_traversals, require_kind
+    from vaekit.viz.figures import draw_traversals, layer_traversal_key, require_kind
 
     _positive(args.dims, "--dims")
     model = load_run(args.run)
     require_kind(model, "traversals")
-    out = _picture_path(args, "traversals")
-    print(draw_traversals(model, out, dims=args.dims, seed=args.seed))
+    ladder = args.layer is not None and model.config.model.kind == "hvae"
+    out = _picture_path(args, layer_traversal_key(args.layer) if ladder else "traversals")
+    print(draw_traversals(model, out, dims=args.dims, seed=args.seed, layer=args.layer))
     return 0
 
 
@@ -265,6 +266,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"  ELBO            {result['elbo']:.3f} nats")
     print(f"  reconstruction  {result['recon']:.3f} nats")
     print(f"  KL              {result['kl']:.3f} nats")
+    layers = [key for key in result if key.startswith("kl_z")]
+    if layers:
+        per_layer = "  ".join(f"{key[3:]} {result[key]:.3f}" for key in layers)
+        print(f"  KL per layer    {per_layer} nats")
     if "bits_per_dim" in result:
         print(f"  bits/dim        {result['bits_per_dim']:.4f} (upper bound from the ELBO)")
     if "iw_nll" in result:
@@ -276,9 +281,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  IW bits/dim     {result['iw_bits_per_dim']:.4f}")
     diag = result.get("diagnostics")
     if diag:
+        dims = diag.get("latent_dims", [])
+        per_layer = ", ".join(
+            f"z{i} {diag[f'active_units_z{i}']} of {d}" for i, d in enumerate(dims, start=1)
+        )
         print(
             f"  active units    {diag['active_units']} of {diag['latent_dim']}"
-            f"   I(x;z) {diag['mutual_information']:.3f} nats"
+            + (f" ({per_layer})" if per_layer else "")
+            + f"   I(x;{diag.get('mi_layer', 'z')}) {diag['mutual_information']:.3f} nats"
             f" (at most log {diag['mi_examples']} = {diag['mi_upper_limit']:.3f})"
         )
     print(f"written to {Path(args.run) / EVAL_FILE}")
@@ -498,7 +508,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_manifold)
 
     p = picture("traverse", "one row per latent dimension (most KL first)", "traversals")
-    p.add_argument("--dims", type=int, default=10, help="dimensions to show (default 10)")
+    p.add_argument(
+        "--dims", type=int, default=10, help="dimensions to show (default 10; per layer)"
+    )
+    p.add_argument(
+        "--layer",
+        type=int,
+        help="hierarchical VAE: only this latent layer, 1 = next to x (default: every layer; "
+        "written to RUN/pictures/traversals_z<LAYER>.png)",
+    )
     p.set_defaults(func=cmd_traverse)
 
     p = picture("scatter", "posterior means of test images coloured by label", "scatter")

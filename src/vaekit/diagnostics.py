@@ -2,20 +2,26 @@
 
 Plain functions of a model and batches of model input (float tensors [B, C, H, W], as
 :func:`seeded_model_inputs` makes them) or of posterior parameters. All in nats.
+
+A ladder VAE (:class:`~vaekit.models.HierarchicalVAE`) has conditional priors p(z_i | z_{i+1})
+below its top layer, so the closed-form KL to a fixed prior marginal does not apply there: its
+KL per latent is the data mean of its own ELBO's ``kl_per_dim`` (:func:`elbo_pass`), which sums
+to the KL of the bound, and its active units are counted layer by layer.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from vaekit.config import Config
+from vaekit.config import Config, ObjectiveConfig
 from vaekit.data.pipeline import ImageData, to_model_input
-from vaekit.models import VAE
+from vaekit.models import VAE, HierarchicalVAE
 from vaekit.probability.gaussian import DiagonalGaussian
 from vaekit.probability.priors import StandardNormal
 
@@ -73,14 +79,70 @@ def seeded_model_inputs(
         yield torch.cat(pending)
 
 
+@dataclass(frozen=True)
+class ElboPass:
+    """One seeded pass of a model's ELBO over a dataset, float64 on the CPU.
+
+    ``values`` [3, N] holds each example's ELBO, reconstruction and KL; ``kl_per_dim`` [D] is
+    the example mean of the terms' ``kl_per_dim`` (None for importance-weighted terms, which
+    have no KL per latent).
+    """
+
+    values: torch.Tensor
+    kl_per_dim: torch.Tensor | None
+
+
 @torch.no_grad()
-def posterior_params(model: VAE, batches: Iterable[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """Means and log-variances of q(z|x) for every example, each [N, D] float64."""
+def elbo_pass(
+    model: VAE | HierarchicalVAE,
+    batches: Iterable[torch.Tensor],
+    objective: ObjectiveConfig | str,
+    seed: int,
+) -> ElboPass:
+    """The per-example ELBO terms of ``batches``, posterior noise from ``seed`` (one stream
+    for the whole pass, so two passes with the same seed and batches agree exactly)."""
+    rows, kl_sum, count = [], None, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, SEED_ELBO))
+        for x in batches:
+            terms = model.elbo(x, objective)
+            rows.append(torch.stack([terms.elbo, terms.recon, terms.kl]).double().cpu())
+            per_dim = getattr(terms, "kl_per_dim", None)
+            if per_dim is not None:
+                part = per_dim.detach().double().sum(0).cpu()
+                kl_sum = part if kl_sum is None else kl_sum + part
+            count += len(x)
+    if not rows:
+        raise ValueError("no batches: an ELBO pass needs at least one example")
+    return ElboPass(torch.cat(rows, dim=1), None if kl_sum is None else kl_sum / count)
+
+
+def ladder_estimator(model: HierarchicalVAE) -> str:
+    """The ELBO estimator whose KL per latent a ladder VAE's diagnostics average.
+
+    "analytic" (closed-form KLs at one sample of the layers above) when p(z_L) = N(0, I):
+    the same expectation as "monte_carlo" with less noise; "monte_carlo" for a mixture p(z_L),
+    which has no closed form. Never the importance-weighted estimators, whose terms have no
+    KL per latent.
+    """
+    return "analytic" if isinstance(model.prior, StandardNormal) else "monte_carlo"
+
+
+@torch.no_grad()
+def posterior_params(
+    model: VAE | HierarchicalVAE, batches: Iterable[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """Means and log-variances of q(z|x) for every example, each [N, D] float64.
+
+    For a ladder VAE those of its top layer, q(z_L|x): the one posterior that depends on x
+    alone (the lower ones also depend on a sample of the layer above).
+    """
+    encode = model.encode_top if isinstance(model, HierarchicalVAE) else model.encode
     means, log_vars = [], []
     for x in batches:
-        q = model.encode(x)
-        means.append(q.mean.double())
-        log_vars.append(q.log_var.double())
+        q = encode(x)
+        means.append(q.mean.double().cpu())
+        log_vars.append(q.log_var.double().cpu())
     if not means:
         raise ValueError("no batches: the diagnostics need at least one example")
     return torch.cat(means), torch.cat(log_vars)
@@ -222,7 +284,7 @@ def mutual_information_from_params(
 
 
 def collapse_diagnostics(
-    model: VAE,
+    model: VAE | HierarchicalVAE,
     data: ImageData,
     config: Config,
     *,
@@ -231,12 +293,19 @@ def collapse_diagnostics(
     mi_examples: int = MI_EXAMPLES,
     binarization: str | None = None,
     batch_size: int | None = None,
+    kl_per_dim: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """KL per latent, active units and I(x; z) of a model on ``data``, as a JSON-ready dict.
 
     Uses the first ``max_examples`` examples (all by default) for the KL and active units, and
     a seeded random subset of ``mi_examples`` of them for the mutual information, whose cost
     grows as N^2. ``binarization`` defaults to the run's ``data.binarize``.
+
+    A ladder VAE adds its layers: ``latent_dims``, the KL and active units of each layer
+    (``kl_per_layer``, ``active_units_z1`` ...), and its I(x; z) is that of the top layer,
+    whose posterior depends on x alone. Its KL per latent is the mean ``kl_per_dim`` of
+    :func:`elbo_pass` with :func:`ladder_estimator`; ``kl_per_dim`` passes in that of a pass
+    over the same inputs already made (the evaluation's), so that the two agree exactly.
     """
     if mi_examples < 1:
         raise ValueError(f"mi_examples must be positive, got {mi_examples}")
@@ -250,22 +319,37 @@ def collapse_diagnostics(
         seed=seed,
         batch_size=batch_size or config.train.eval_batch_size,
     )
+    if isinstance(model, HierarchicalVAE):
+        return _ladder_diagnostics(model, list(inputs), seed, mi_examples, kl_per_dim)
     mean, log_var = posterior_params(model, inputs)
     kl = kl_to_prior_per_dim(model.prior, mean, log_var)
-    count, variances = active_units(mean)
+    return _diagnostics(kl, mean, mean, log_var, seed, mi_examples)
+
+
+def _diagnostics(
+    kl: torch.Tensor,
+    means: torch.Tensor,
+    mi_mean: torch.Tensor,
+    mi_log_var: torch.Tensor,
+    seed: int,
+    mi_examples: int,
+) -> dict[str, Any]:
+    """The diagnostics dict from the KL per latent [D], the posterior means [N, D] that
+    activity is measured on, and the posterior [N, D'] whose I(x; z) is estimated."""
+    count, variances = active_units(means)
     order = torch.argsort(kl, descending=True, stable=True)
-    n_mi = min(mi_examples, len(mean))
+    n_mi = min(mi_examples, len(mi_mean))
     subset = torch.randperm(
-        len(mean), generator=torch.Generator().manual_seed(derived_seed(seed, SEED_SUBSET))
+        len(mi_mean), generator=torch.Generator().manual_seed(derived_seed(seed, SEED_SUBSET))
     )[:n_mi]
     mi = mutual_information_from_params(
-        mean[subset],
-        log_var[subset],
+        mi_mean[subset],
+        mi_log_var[subset],
         generator=torch.Generator().manual_seed(derived_seed(seed, SEED_MI)),
     )
     return {
-        "examples": len(mean),
-        "latent_dim": mean.shape[1],
+        "examples": len(means),
+        "latent_dim": means.shape[1],
         "kl_per_dim": kl.tolist(),
         "kl_per_dim_sorted": kl[order].tolist(),
         "kl_order": order.tolist(),
@@ -275,4 +359,51 @@ def collapse_diagnostics(
         "mutual_information": mi,
         "mi_examples": n_mi,
         "mi_upper_limit": math.log(n_mi),
+    }
+
+
+def ladder_statistics(
+    model: HierarchicalVAE,
+    batches: list[torch.Tensor],
+    seed: int,
+    kl_per_dim: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ladder VAE's KL per latent [D] and posterior means [N, D], float64, layer 1 first.
+
+    The KL is the mean ``kl_per_dim`` of :func:`elbo_pass` with :func:`ladder_estimator`
+    (unless given): below the top layer each latent's KL is to its conditional prior
+    p(z_i | z_{i+1}), which no closed form over x alone gives. The means are those of the
+    mean path (:meth:`~vaekit.models.HierarchicalVAE.encode_layers`), exact for the top layer.
+    """
+    if kl_per_dim is None:
+        kl_per_dim = elbo_pass(model, batches, ladder_estimator(model), seed).kl_per_dim
+    kl = torch.as_tensor(kl_per_dim, dtype=torch.float64).cpu()
+    if kl.shape != (model.latent_dim,):
+        raise ValueError(f"kl_per_dim has shape {tuple(kl.shape)}, want ({model.latent_dim},)")
+    means = torch.cat([model.posterior_means(x).double().cpu() for x in batches])
+    return kl, means
+
+
+def _ladder_diagnostics(
+    model: HierarchicalVAE,
+    batches: list[torch.Tensor],
+    seed: int,
+    mi_examples: int,
+    kl_per_dim: torch.Tensor | None,
+) -> dict[str, Any]:
+    """:func:`collapse_diagnostics` of a ladder VAE: every layer's KL and activity, and
+    I(x; z_L) of the top layer."""
+    kl, means = ladder_statistics(model, batches, seed, kl_per_dim)
+    top_mean, top_log_var = posterior_params(model, batches)
+    out = _diagnostics(kl, means, top_mean, top_log_var, seed, mi_examples)
+    active = torch.tensor(out["posterior_mean_variance"]) > out["active_threshold"]
+    layers = range(1, len(model.latent_dims) + 1)
+    slices = model.layer_slices
+    return {
+        **out,
+        "latent_dims": list(model.latent_dims),
+        "kl_estimator": ladder_estimator(model),
+        "kl_per_layer": [float(kl[s].sum()) for s in slices],
+        **{f"active_units_z{i}": int(active[s].sum()) for i, s in zip(layers, slices, strict=True)},
+        "mi_layer": f"z{len(model.latent_dims)}",
     }

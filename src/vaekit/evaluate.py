@@ -3,6 +3,10 @@
 One evaluation seed fixes everything random: the binarization or dequantization noise of the
 test images (the same for every pass), the ELBO's posterior samples and the importance
 samples, each from its own derived stream (see :func:`vaekit.diagnostics.derived_seed`).
+
+A ladder VAE (``model.kind = "hvae"``) gets the same numbers, its importance weights from its
+own :meth:`~vaekit.models.HierarchicalVAE.log_weights`, and the KL of each layer beside the
+total (``kl_z1``, ``kl_z2`` ...), as training logs them.
 """
 
 from __future__ import annotations
@@ -22,16 +26,18 @@ from vaekit.config import Config, ObjectiveConfig
 from vaekit.data import load_dataset
 from vaekit.data.pipeline import ImageData, binarize_static
 from vaekit.diagnostics import (
-    SEED_ELBO,
     SEED_IW,
     SEED_STATIC,
+    ElboPass,
     collapse_diagnostics,
     derived_seed,
+    elbo_pass,
+    ladder_estimator,
     seeded_model_inputs,
 )
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluate_vq import evaluate_vqvae, vq_bound_per_example
-from vaekit.models import VAE, VQVAE
+from vaekit.models import VAE, VQVAE, HierarchicalVAE
 from vaekit.objectives import decoder_log_likelihood, iw_log_likelihood
 from vaekit.probability.likelihoods import bits_per_dim
 from vaekit.train import checkpoint as ckpt
@@ -117,17 +123,23 @@ def _inputs(
         yield x.to(device)
 
 
+def _elbo_objective(model: VAE | HierarchicalVAE, objective: ObjectiveConfig) -> ObjectiveConfig:
+    """The estimator of the test ELBO: the run's own, except for a ladder VAE.
+
+    A ladder VAE uses :func:`~vaekit.diagnostics.ladder_estimator` whatever it trained with:
+    the same ELBO in expectation, whose terms carry the KL per latent that its per-layer KL
+    and diagnostics need (the importance-weighted estimators' terms do not).
+    """
+    if isinstance(model, HierarchicalVAE):
+        return objective.model_copy(update={"estimator": ladder_estimator(model)})
+    return objective
+
+
 def _elbo_terms(
-    model: VAE, batches: Iterable[torch.Tensor], objective: ObjectiveConfig, seed: int
-) -> torch.Tensor:
-    """Per-example ELBO, reconstruction and KL, [3, N] float64, posterior noise from ``seed``."""
-    rows = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derived_seed(seed, SEED_ELBO))
-        for x in batches:
-            terms = model.elbo(x, objective)
-            rows.append(torch.stack([terms.elbo, terms.recon, terms.kl]).double().cpu())
-    return torch.cat(rows, dim=1)
+    model: VAE | HierarchicalVAE, batches: Iterable[torch.Tensor], config: Config, seed: int
+) -> ElboPass:
+    """The seeded test-ELBO pass (:func:`elbo_pass`) with :func:`_elbo_objective`."""
+    return elbo_pass(model, batches, _elbo_objective(model, config.objective), seed)
 
 
 class CompiledLogLikelihood:
@@ -176,12 +188,22 @@ def _iw_values(
     return torch.cat(values)
 
 
+def _per_sample_nets(model: VAE | HierarchicalVAE) -> list[tuple[torch.nn.Module, int]]:
+    """The nets every importance sample runs through besides the decoder, with their input
+    widths: a ladder VAE's top-down nets, since each lower layer's posterior and prior depend
+    on the sample of the layer above (its bottom-up pass runs once per image)."""
+    if isinstance(model, HierarchicalVAE):
+        return list(zip(model.top_down, model.latent_dims[1:], strict=True))
+    return []
+
+
 @torch.no_grad()
-def decoder_bytes_per_sample(model: VAE) -> int:
+def decoder_bytes_per_sample(model: VAE | HierarchicalVAE) -> int:
     """Activation bytes one latent sample costs in the decoder and likelihood (an estimate).
 
     The sum of every decoder module's output for one z (not all are alive at once, so this
-    over-counts a little) plus :data:`LIKELIHOOD_TEMPORARIES` copies of the decoder output.
+    over-counts a little) plus :data:`LIKELIHOOD_TEMPORARIES` copies of the decoder output;
+    for a ladder VAE also its top-down nets' outputs, which run once per sample too.
     """
     sizes: list[int] = []
 
@@ -189,10 +211,16 @@ def decoder_bytes_per_sample(model: VAE) -> int:
         if isinstance(output, torch.Tensor):
             sizes.append(output.numel())
 
-    hooks = [m.register_forward_hook(record) for m in model.decoder.modules()]
+    param = next(model.parameters())
+    others = _per_sample_nets(model)
+    nets = [model.decoder, *(net for net, _ in others)]
+    hooks = [m.register_forward_hook(record) for net in nets for m in net.modules()]
     try:
-        param = next(model.parameters())
-        out = model.decode(torch.zeros(1, model.latent_dim, dtype=param.dtype, device=param.device))
+        for net, width in others:
+            net(torch.zeros(1, width, dtype=param.dtype, device=param.device))
+        # The decoder reads z_1 of a ladder VAE, the whole latent of a one-layer one.
+        width = getattr(model, "latent_dims", (model.latent_dim,))[0]
+        out = model.decode(torch.zeros(1, width, dtype=param.dtype, device=param.device))
     finally:
         for hook in hooks:
             hook.remove()
@@ -276,6 +304,12 @@ def evaluate_model(
     binarize = resolve_binarization(config, binarization)
     if iw_k is not None and iw_k < 1:
         raise ConfigError(f"iw_k must be a positive number of importance samples, got {iw_k}")
+    if compile and isinstance(model, HierarchicalVAE):
+        raise ConfigError(
+            "--compile compiles a one-layer VAE's decoder and likelihood; a hierarchical VAE's "
+            "importance weights also run its top-down nets per sample, which it does not "
+            "cover: evaluate without --compile"
+        )
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
     data = _load_split(config, split, binarize, limit)
@@ -297,21 +331,20 @@ def evaluate_model(
             batch_size=batch,
             discrete_nll=discrete_nll_nats,
         )
-    terms = _elbo_terms(
-        model, _inputs(model, data, config, binarize, seed, batch), config.objective, seed
-    )
-    elbo, recon, kl = terms.mean(1).tolist()
+    passed = _elbo_terms(model, _inputs(model, data, config, binarize, seed, batch), config, seed)
+    elbo, recon, kl = passed.values.mean(1).tolist()
     num_dims = math.prod(model.image_shape)
     result: dict[str, Any] = {
         "dataset": config.data.name or str(config.data.path),
         "split": split,
         "examples": len(data),
-        "estimator": config.objective.estimator,
+        "estimator": _elbo_objective(model, config.objective).estimator,
         "binarization": binarize,
         "seed": seed,
         "elbo": elbo,
         "recon": recon,
         "kl": kl,
+        **_kl_per_layer(model, passed),
         "nll_upper_bound": -elbo,
         "units": "nats per example",
     }
@@ -324,9 +357,25 @@ def evaluate_model(
         result.update(_iw_report(model, config, batches, iw_k, chunk_size, iw_batch, seed, compile))
     if diagnostics:
         result["diagnostics"] = collapse_diagnostics(
-            model, data, config, seed=seed, binarization=binarize, batch_size=batch
+            model,
+            data,
+            config,
+            seed=seed,
+            binarization=binarize,
+            batch_size=batch,
+            kl_per_dim=passed.kl_per_dim if isinstance(model, HierarchicalVAE) else None,
         )
     return result
+
+
+def _kl_per_layer(model: VAE | HierarchicalVAE, passed: ElboPass) -> dict[str, float]:
+    """``kl_z1``, ``kl_z2`` ... of a ladder VAE from its ELBO pass (they sum to ``kl``)."""
+    if not isinstance(model, HierarchicalVAE) or passed.kl_per_dim is None:
+        return {}
+    return {
+        f"kl_z{i}": float(passed.kl_per_dim[s].sum())
+        for i, s in enumerate(model.layer_slices, start=1)
+    }
 
 
 @torch.no_grad()
@@ -365,7 +414,7 @@ def score_examples(
         return vq_bound_per_example(model, data, config, binarize, seed, batch)
     if iw_k is None:
         batches = _inputs(model, data, config, binarize, seed, batch)
-        return -_elbo_terms(model, batches, config.objective, seed)[0]
+        return -_elbo_terms(model, batches, config, seed).values[0]
     if iw_k < 1:
         raise ConfigError(f"iw_k must be a positive number of importance samples, got {iw_k}")
     iw_batch = batch_size or iw_batch_size(model, iw_k, chunk_size, batch)

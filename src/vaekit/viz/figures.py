@@ -2,7 +2,8 @@
 
 Each ``draw_*`` takes a model from :func:`vaekit.load_run` (it carries ``.config``), an output
 path, sizes and a seed; the test data and its posterior summary load on demand, or are passed
-in once by the report.
+in once by the report. A ladder VAE (``model.kind = "hvae"``) draws every picture but the 2-D
+manifold, with one traversal picture per layer (:func:`draw_traversals` with ``layer``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from vaekit.data import ImageData, load_dataset, to_model_input
 from vaekit.errors import RunError
 from vaekit.evaluate_vq import encode_dataset
-from vaekit.models import VAE, VQVAE
+from vaekit.models import VAE, VQVAE, HierarchicalVAE
 from vaekit.models.quantizer import usage_and_perplexity
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import read_metrics
@@ -27,6 +28,7 @@ from vaekit.viz.latents import (
     LatentSummary,
     Mode,
     save_interpolation,
+    save_ladder_traversals,
     save_latent_scatter,
     save_manifold,
     save_traversals,
@@ -67,6 +69,27 @@ VAE_ONLY = (
     "scatter",
 )
 VQVAE_ONLY = ("code_usage", "codes")
+
+# Pictures a ladder VAE has no version of, and why.
+LADDER_SKIPS = {
+    "manifold": "a decoded 2-D latent plane exists for a one-layer VAE with latent_dim = 2; "
+    "a hierarchical VAE's images depend on all of its layers",
+}
+
+
+def layer_traversal_key(layer: int) -> str:
+    """The picture key of a ladder VAE's traversals of one layer ("traversals_z2")."""
+    return f"traversals_z{layer}"
+
+
+def picture_name(key: str) -> str:
+    """File name under RUN/pictures/ of a picture key: :data:`PICTURES`, or a ladder VAE's
+    per-layer traversals, "traversals_z<layer>.png"."""
+    if key in PICTURES:
+        return PICTURES[key]
+    if key.startswith("traversals_z") and key.removeprefix("traversals_z").isdigit():
+        return f"{key}.png"
+    raise KeyError(f"no picture named {key!r}")
 
 
 @dataclass(frozen=True)
@@ -130,7 +153,7 @@ def posterior_summary(model: VAE, data: ImageData, seed: int = 0) -> LatentSumma
         dequantize=cfg.dequantize,
         generator=torch.Generator().manual_seed(seed),
     )
-    return summarize_posteriors(model, x)
+    return summarize_posteriors(model, x, seed=seed)
 
 
 def draw_samples(
@@ -168,6 +191,7 @@ def draw_interpolation(
 
 def draw_manifold(model: VAE, out: str | Path, *, n: int = 20) -> Path:
     """The decoded 2-D latent plane, n x n (LatentDimError unless latent_dim == 2)."""
+    require_kind(model, "manifold")
     return save_manifold(model, out, n=n)
 
 
@@ -179,11 +203,22 @@ def draw_traversals(
     seed: int = 0,
     data: ImageData | None = None,
     summary: LatentSummary | None = None,
+    layer: int | None = None,
 ) -> Path:
     """Traversals of the ``dims`` dimensions with the most KL on the test set, around the
-    posterior mean of one seeded test image."""
+    posterior mean of one seeded test image.
+
+    A ladder VAE shows the ``dims`` of each layer with the most KL, every layer bottom first,
+    or ``layer`` alone; a one-layer VAE has layer 1 only (RunError for another).
+    """
+    layers = _traversal_layers(model, layer)
     data = _or_test(model, data)
     summary = summary if summary is not None else posterior_summary(model, data, seed)
+    if isinstance(model, HierarchicalVAE):
+        rows = [(i, d) for i in layers for d in summary.layer_order(i)[: max(1, dims)]]
+        return save_ladder_traversals(
+            model, pick_images(data, 1, seed), out, rows=rows, summary=summary
+        )
     return save_traversals(
         model,
         pick_images(data, 1, seed),
@@ -192,6 +227,17 @@ def draw_traversals(
         max_dims=dims,
         kl_per_dim=summary.kl_per_dim,
     )
+
+
+def _traversal_layers(model: VAE | HierarchicalVAE, layer: int | None) -> list[int]:
+    """The latent layers a traversal picture shows: ``layer``, or all (RunError if no such)."""
+    count = len(model.latent_dims) if isinstance(model, HierarchicalVAE) else 1
+    if layer is None:
+        return list(range(1, count + 1))
+    if not 1 <= layer <= count:
+        has = "layer 1 only (a one-layer VAE)" if count == 1 else f"layers 1..{count}"
+        raise RunError(f"--layer {layer}: this model has latent {has}")
+    return [layer]
 
 
 def draw_scatter(
@@ -207,7 +253,13 @@ def draw_scatter(
     data = _or_test(model, data)
     summary = summary if summary is not None else posterior_summary(model, data, seed)
     return save_latent_scatter(
-        summary.means, data.labels, data.class_names, out, max_points=points, seed=seed
+        summary.means,
+        data.labels,
+        data.class_names,
+        out,
+        max_points=points,
+        seed=seed,
+        names=summary.latent_names() if summary.layer_dims else None,
     )
 
 
@@ -223,10 +275,17 @@ def draw_kl_per_dimension(
     summary = (
         summary if summary is not None else posterior_summary(model, _or_test(model, data), seed)
     )
+    title = None
+    if summary.layer_dims:
+        per_layer = ", ".join(f"z{i} {kl:.2f}" for i, kl in enumerate(summary.layer_kl(), 1))
+        total = float(summary.kl_per_dim.sum())
+        title = f"KL per latent dimension: total {total:.2f} nats ({per_layer})"
     png = kl_per_dimension_plot(
         summary.kl_per_dim.tolist(),
         active=summary.active.tolist(),
         active_rule=f"Cov_x E[z] > {ACTIVE_THRESHOLD:g}",
+        labels=summary.latent_names() if summary.layer_dims else None,
+        title=title,
     )
     return save_png(png, out)
 
@@ -245,7 +304,7 @@ def draw_curves(run_dir: str | Path, out: str | Path) -> Path:
     return save_png(png, out)
 
 
-def require_kind(model: VAE | VQVAE, picture: str) -> None:
+def require_kind(model: VAE | VQVAE | HierarchicalVAE, picture: str) -> None:
     """RunError when ``picture`` does not exist for this kind of model."""
     is_vq = isinstance(model, VQVAE)
     if is_vq and picture in VAE_ONLY:
@@ -253,8 +312,15 @@ def require_kind(model: VAE | VQVAE, picture: str) -> None:
             f"{picture}: a picture of a Gaussian latent space; this run is a VQ-VAE, whose "
             "latents are codes (see `vaekit codes` and `vaekit code-usage`)"
         )
+    ladder = isinstance(model, HierarchicalVAE)
     if not is_vq and picture in VQVAE_ONLY:
-        raise RunError(f"{picture}: a picture of a VQ-VAE's codes; this run is a VAE")
+        kind = "hierarchical VAE" if ladder else "VAE"
+        raise RunError(f"{picture}: a picture of a VQ-VAE's codes; this run is a {kind}")
+    if ladder and picture in LADDER_SKIPS:
+        raise RunError(
+            f"{picture}: {LADDER_SKIPS[picture]} (this run is one, latent_dims "
+            f"{list(model.latent_dims)}); see `vaekit traverse --layer` for each layer"
+        )
 
 
 def draw_code_usage(

@@ -3,6 +3,10 @@
 The tensor functions (``interpolate``, ``manifold``, ``traversals``) return images in [0, 1]
 of shape [N, C, H, W] and leave tiling to :mod:`vaekit.viz.grid`; the ``save_*`` functions
 write one labelled PNG each, the unit a command-line call or the report asks for.
+
+A ladder VAE (:class:`~vaekit.models.HierarchicalVAE`) has one latent vector per layer: its
+interpolations run in z_1, the layer its decoder reads, and its traversals are per layer
+(:func:`ladder_traversals`); the 2-D manifold has no meaning for it.
 """
 
 from __future__ import annotations
@@ -17,9 +21,14 @@ import torch
 from matplotlib.lines import Line2D
 
 from vaekit.atomic import atomic_write_bytes
-from vaekit.diagnostics import active_units, kl_to_prior_per_dim, posterior_params
+from vaekit.diagnostics import (
+    active_units,
+    kl_to_prior_per_dim,
+    ladder_statistics,
+    posterior_params,
+)
 from vaekit.errors import VaekitError
-from vaekit.models import VAE
+from vaekit.models import VAE, HierarchicalVAE
 from vaekit.probability.priors import StandardNormal, marginal_icdf
 from vaekit.viz.grid import save_labelled_grid
 from vaekit.viz.plots import figure_png, style_axes, styled
@@ -83,6 +92,14 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(0) if x.dim() == 3 else x
 
 
+def decoder_latents(model: VAE | HierarchicalVAE, x: torch.Tensor) -> torch.Tensor:
+    """Posterior means of the latent the decoder reads, [B, D]: z of a one-layer VAE, z_1 of
+    a ladder VAE on its mean path (which decodes to its reconstruction)."""
+    if isinstance(model, HierarchicalVAE):
+        return model.encode_layers(x)[0].mean
+    return model.encode(x).mean
+
+
 @torch.no_grad()
 def interpolate(
     model: VAE,
@@ -97,12 +114,13 @@ def interpolate(
 
     Each row is ``original a | decode(z(t)) for steps t in [0, 1] | original b``, so
     [P, C, H, W] pairs give [P * (steps + 2), C, H, W] images (``steps`` per row without
-    the originals); tile with ``nrow = steps + 2``.
+    the originals); tile with ``nrow = steps + 2``. The path runs in the latent the decoder
+    reads (:func:`decoder_latents`).
     """
     x_a, x_b = _as_batch(x_a), _as_batch(x_b)
     if x_a.shape != x_b.shape:
         raise ValueError(f"x_a and x_b differ in shape: {tuple(x_a.shape)} vs {tuple(x_b.shape)}")
-    z_a, z_b = model.encode(x_a).mean, model.encode(x_b).mean
+    z_a, z_b = decoder_latents(model, x_a), decoder_latents(model, x_b)
     path = latent_path(z_a, z_b, steps, mode)  # [P, T, D]
     p, t, d = path.shape
     decoded = model.decode_mean(path.reshape(p * t, d)).reshape(p, t, *x_a.shape[1:])
@@ -176,6 +194,8 @@ class LatentSummary:
     means: torch.Tensor  # [N, D] posterior means E_q[z | x]
     kl_per_dim: torch.Tensor  # [D] mean over examples of KL(q(z_d | x) || p(z_d)), nats
     activity: torch.Tensor  # [D] Cov_x(E_q[z_d | x]) (Burda et al. 2015)
+    # A ladder VAE's layer widths (D_1, ..., D_L): the columns above are [z_1, ..., z_L].
+    layer_dims: tuple[int, ...] = ()
 
     @property
     def active(self) -> torch.Tensor:
@@ -186,11 +206,44 @@ class LatentSummary:
         """Latent dimensions from most to least KL (ties keep index order)."""
         return sorted(range(len(self.kl_per_dim)), key=lambda d: -float(self.kl_per_dim[d]))
 
+    @property
+    def layer_slices(self) -> list[slice]:
+        """Where each ladder layer's columns lie, layer 1 first (none for a one-layer VAE)."""
+        ends = np.cumsum(self.layer_dims).tolist()
+        return [slice(end - n, end) for end, n in zip(ends, self.layer_dims, strict=True)]
+
+    def layer_kl(self) -> list[float]:
+        """The KL of each ladder layer, the sum of its dimensions' (layer 1 first)."""
+        return [float(self.kl_per_dim[s].sum()) for s in self.layer_slices]
+
+    def layer_order(self, layer: int) -> list[int]:
+        """Dimensions of ladder layer ``layer`` (indices within it), from most to least KL."""
+        if not 1 <= layer <= len(self.layer_dims):
+            raise ValueError(f"layer must be in 1..{len(self.layer_dims)}, got {layer}")
+        kl = self.kl_per_dim[self.layer_slices[layer - 1]]
+        return sorted(range(len(kl)), key=lambda d: -float(kl[d]))
+
+    def latent_names(self) -> list[str]:
+        """A name per column: "z<d>", or "z<layer>[<d>]" for a ladder VAE."""
+        if not self.layer_dims:
+            return [f"z{d}" for d in range(len(self.kl_per_dim))]
+        return [f"z{i}[{d}]" for i, n in enumerate(self.layer_dims, start=1) for d in range(n)]
+
 
 @torch.no_grad()
-def summarize_posteriors(model: VAE, x: torch.Tensor, batch_size: int = 500) -> LatentSummary:
-    """Posterior means, mean KL per dimension and activity over the images ``x`` in [0, 1]."""
-    batches = (x[start : start + batch_size] for start in range(0, x.shape[0], batch_size))
+def summarize_posteriors(
+    model: VAE | HierarchicalVAE, x: torch.Tensor, batch_size: int = 500, seed: int = 0
+) -> LatentSummary:
+    """Posterior means, mean KL per dimension and activity over the images ``x`` in [0, 1].
+
+    For a ladder VAE, every layer's (:func:`~vaekit.diagnostics.ladder_statistics`: the KL of
+    its ELBO, whose posterior noise ``seed`` fixes, and the mean path's means).
+    """
+    batches = [x[start : start + batch_size] for start in range(0, x.shape[0], batch_size)]
+    if isinstance(model, HierarchicalVAE):
+        kl, means = ladder_statistics(model, batches, seed)
+        _, activity = active_units(means)
+        return LatentSummary(means.float(), kl, activity, tuple(model.latent_dims))
     mean, log_var = posterior_params(model, batches)
     _, activity = active_units(mean)
     prior = _prior_of(model)
@@ -256,6 +309,48 @@ def traversals(
     return model.decode_mean(z.reshape(-1, model.latent_dim))
 
 
+LadderRow = tuple[int, int]  # (layer, dimension within the layer) of one traversal row
+
+
+@torch.no_grad()
+def ladder_traversals(
+    model: HierarchicalVAE, x_ref: torch.Tensor, rows: Sequence[LadderRow], values: torch.Tensor
+) -> torch.Tensor:
+    """One row per (layer, dim): that latent set to each of its row of ``values`` [rows, V],
+    the rest of its layer at the reference image's posterior mean; [rows * V, C, H, W].
+
+    Lower layers follow from the changed one by their conditional prior means
+    (:meth:`~vaekit.models.HierarchicalVAE.traverse` with lower = "prior"): what the latent
+    means in the generative model. Keeping the image's own evidence below instead (lower =
+    "posterior") mixes it in by precision: where a lower layer's bottom-up Gaussian is narrow
+    it overrides the change, and the row would show the encoder's confidence, not the latent.
+    """
+    values = torch.as_tensor(values).float()
+    if len(rows) == 0 or values.shape[0] != len(rows):
+        raise ValueError(
+            f"need one row of values per (layer, dim) row, got {len(rows)} rows "
+            f"and values of shape {tuple(values.shape)}"
+        )
+    x_ref = _as_batch(x_ref)
+    return torch.cat(
+        [
+            model.traverse(x_ref, layer, [d], row_values, lower="prior")
+            for (layer, d), row_values in zip(rows, values, strict=True)
+        ]
+    )
+
+
+def data_spread(means: torch.Tensor, columns: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over examples of some columns of posterior means [N, D].
+
+    A ladder VAE's lower layers have no fixed prior scale (p(z_i | z_i+1) moves with the layer
+    above, and its posterior means may spread far wider than 1), so its traversal rows span
+    where the test images put each latent: mean + k std.
+    """
+    picked = means[:, list(columns)].double()
+    return picked.mean(0), picked.std(0, correction=0)
+
+
 # --------------------------------------------------------------------------- scatter
 
 
@@ -292,8 +387,12 @@ def latent_scatter(
     title: str | None = None,
     max_points: int = 5000,
     seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> bytes:
-    """PNG scatter of posterior means, coloured by class: PCA to 2-D when D > 2."""
+    """PNG scatter of posterior means, coloured by class: PCA to 2-D when D > 2.
+
+    ``names`` names the latent columns (default "z1", "z2", ...), in the axes and the title.
+    """
     from matplotlib.figure import Figure
 
     means = torch.as_tensor(means).double()
@@ -304,6 +403,11 @@ def latent_scatter(
         if labels.shape[0] != means.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for {means.shape[0]} points")
     n, d = means.shape
+    # Named columns (a ladder VAE's layers) go on a line of their own: the title stays narrow.
+    span = "" if names is None else f"\n{names[0]} .. {names[-1]}"
+    names = list(names) if names is not None else [f"z{i + 1}" for i in range(d)]
+    if len(names) != d:
+        raise ValueError(f"{len(names)} names for {d} latent columns")
     if n > max_points:  # a seeded subset keeps the picture readable and deterministic
         keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points]
         means = means[keep]
@@ -311,14 +415,15 @@ def latent_scatter(
     if d > 2 and means.shape[0] >= 2:
         xy, _, ratio = pca_2d(means)
         xlabel, ylabel = (f"PC{i + 1} ({100 * float(ratio[i]):.0f}% of variance)" for i in (0, 1))
-        what = f"posterior means, first two principal components of {d}-D z"
+        what = "posterior means, first two principal components of"
+        what += f" {d}-D z" if not span else f" {d} latents"
     elif d == 1:
         jitter = torch.rand(means.shape[0], generator=torch.Generator().manual_seed(seed))
         xy = torch.stack([means[:, 0], jitter.double() - 0.5], dim=1)
-        xlabel, ylabel, what = "z1", "random jitter (no meaning)", "posterior means, 1-D z"
+        xlabel, ylabel, what = names[0], "random jitter (no meaning)", "posterior means, 1-D z"
     else:
         xy = means[:, :2]
-        xlabel, ylabel, what = "z1", "z2", "posterior means"
+        xlabel, ylabel, what = names[0], names[1], "posterior means"
     xy = xy.numpy()
 
     def _name(cls: int) -> str:
@@ -352,7 +457,7 @@ def latent_scatter(
         ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{what} ({len(xy)} test images)")
+    ax.set_title(title or f"{what}{span} ({len(xy)} test images)")
     style_axes(ax)
     return figure_png(fig)
 
@@ -418,12 +523,45 @@ def save_traversals(
     dims = traversal_dims(model, x_ref, order, max_dims)
     images = traversals(model, x_ref, dims, values, len(dims))
     rows = [f"z{d}" if kl_per_dim is None else f"z{d}  KL {float(kl_per_dim[d]):.2f}" for d in dims]
+    return _save_traversal_grid(images, path, rows, [f"{v:g}" for v in values.tolist()])
+
+
+def save_ladder_traversals(
+    model: HierarchicalVAE,
+    x_ref: torch.Tensor,
+    path: str | Path,
+    *,
+    rows: Sequence[LadderRow],
+    summary: LatentSummary,
+    offsets: torch.Tensor | None = None,
+) -> Path:
+    """Write :func:`ladder_traversals` as a labelled PNG, each row over the test images' spread
+    of its latent (:func:`data_spread` of ``summary.means``: its mean + ``offsets`` standard
+    deviations, -3 to 3 by default): rows "z<layer>[<d>]" with the KL and that standard
+    deviation, columns the offsets."""
+    offsets = default_traversal_values() if offsets is None else torch.as_tensor(offsets)
+    columns = [summary.layer_slices[layer - 1].start + d for layer, d in rows]
+    centre, spread = data_spread(summary.means, columns)
+    values = centre[:, None] + spread[:, None] * offsets.double()
+    images = ladder_traversals(model, x_ref, rows, values)
+    labels = [
+        f"z{layer}[{d}]  KL {float(summary.kl_per_dim[c]):.2f}  \u03c3 {float(sd):.2f}"
+        for (layer, d), c, sd in zip(rows, columns, spread, strict=True)
+    ]
+    cols = ["mean" if v == 0 else f"{v:+g}\u03c3" for v in offsets.tolist()]
+    return _save_traversal_grid(images, path, labels, cols)
+
+
+def _save_traversal_grid(
+    images: torch.Tensor, path: str | Path, row_labels: list[str], col_labels: list[str]
+) -> Path:
+    """Traversal rows as one PNG, labelled by row and by latent value above each column."""
     return save_labelled_grid(
         images,
         path,
-        nrow=len(values),
-        row_labels=rows,
-        col_labels=[f"{v:g}" for v in values.tolist()],
+        nrow=len(col_labels),
+        row_labels=row_labels,
+        col_labels=col_labels,
         corner="dim",
         scale=2,
     )
@@ -437,11 +575,11 @@ def save_latent_scatter(
     *,
     max_points: int = 5000,
     seed: int = 0,
+    names: Sequence[str] | None = None,
 ) -> Path:
     """Write :func:`latent_scatter` to ``path``."""
-    atomic_write_bytes(
-        path, latent_scatter(means, labels, class_names, max_points=max_points, seed=seed)
-    )
+    png = latent_scatter(means, labels, class_names, max_points=max_points, seed=seed, names=names)
+    atomic_write_bytes(path, png)
     return Path(path)
 
 
@@ -449,7 +587,10 @@ __all__ = [
     "ACTIVE_THRESHOLD",
     "LatentDimError",
     "LatentSummary",
+    "data_spread",
+    "decoder_latents",
     "interpolate",
+    "ladder_traversals",
     "latent_path",
     "latent_scatter",
     "lerp",
@@ -459,6 +600,7 @@ __all__ = [
     "pca_2d",
     "prior_quantiles",
     "save_interpolation",
+    "save_ladder_traversals",
     "save_latent_scatter",
     "save_manifold",
     "save_traversals",

@@ -158,16 +158,20 @@ def kl_per_dimension_plot(
     dims: Sequence[int] | None = None,
     active: Sequence[bool] | None = None,
     active_rule: str = "Cov_x E[z] > 0.01",
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
 ) -> bytes:
     """PNG bar chart of the mean KL of each latent dimension, sorted from most to least.
 
-    ``dims`` names the bars (default 0..D-1, the index of each value in ``kl``); ``active``
-    (aligned with ``kl``) colours active units apart from inactive ones.
+    ``dims`` names the bars "z<d>" (default 0..D-1, the index of each value in ``kl``), or
+    ``labels`` names them outright (a ladder VAE's "z<layer>[<d>]"); ``active`` (aligned with
+    ``kl``) colours active units apart from inactive ones. ``title`` replaces the default.
     """
     values = np.asarray(list(kl), dtype=float)
     if values.ndim != 1 or values.size == 0:
         raise ValueError("kl must hold one value per latent dimension")
     names = list(range(values.size)) if dims is None else [int(d) for d in dims]
+    names = [f"z{n}" for n in names] if labels is None else [str(t) for t in labels]
     if len(names) != values.size:
         raise ValueError(f"{len(names)} dims for {values.size} KL values")
     if active is not None and len(active) != values.size:
@@ -196,12 +200,15 @@ def kl_per_dimension_plot(
             frameon=False,
         )
     step = max(1, math.ceil(d / 40))
-    ax.set_xticks(x[::step], [f"z{n}" for n in names][::step], rotation=90 if d > 12 else 0)
+    rotate = d > 12 or (d > 6 and labels is not None)  # "z1[3]" is wider than "z3"
+    ax.set_xticks(x[::step], names[::step], rotation=90 if rotate else 0)
     ax.set_xlim(-0.6, d - 0.4)
     ax.set_ylim(0, max(float(values.max()), 1e-3) * (1.3 if flags is not None else 1.08))
     ax.set_xlabel("latent dimension (sorted by KL)")
     ax.set_ylabel("KL (nats, mean per example)")
-    ax.set_title(f"KL per latent dimension: total {values.sum():.2f} nats over {d} dimensions")
+    ax.set_title(
+        title or f"KL per latent dimension: total {values.sum():.2f} nats over {d} dimensions"
+    )
     style_axes(ax)
     ax.grid(False, axis="x")
     return figure_png(fig)

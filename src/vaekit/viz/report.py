@@ -6,6 +6,8 @@ test data, draws every picture into ``RUN/pictures/`` and writes ``RUN/report.ht
 ``data:`` URI and the style sheet is inline, so it opens offline and can be mailed around.
 
 The pictures come from :mod:`vaekit.viz.figures`, anomaly scores from :mod:`vaekit.viz.scores`.
+A ladder VAE's report has the VAE's pictures, with one traversal picture per layer, its
+captions and numbers per layer where the layers differ, and a note in place of the manifold.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import html
 import io
 import json
 import math
+import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,12 @@ from PIL import Image
 
 from vaekit.atomic import atomic_write_text
 from vaekit.errors import RunError
-from vaekit.models import VQVAE
+from vaekit.models import VQVAE, HierarchicalVAE
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.logging import read_metrics
 from vaekit.viz.animation import frame_paths, training_gif
 from vaekit.viz.figures import (
+    LADDER_SKIPS,
     PICTURES,
     ReportSettings,
     draw_code_usage,
@@ -44,7 +48,9 @@ from vaekit.viz.figures import (
     draw_samples,
     draw_scatter,
     draw_traversals,
+    layer_traversal_key,
     load_test_split,
+    picture_name,
     posterior_summary,
 )
 from vaekit.viz.latents import (
@@ -77,7 +83,7 @@ def build_report(
     notes: dict[str, str] = {}
 
     def pic(key: str) -> Path:
-        return pictures_dir / PICTURES[key]
+        return pictures_dir / picture_name(key)
 
     if isinstance(model, VQVAE):
         with torch.random.fork_rng(devices=[]):
@@ -103,11 +109,20 @@ def build_report(
             out[key] = draw_interpolation(
                 model, pic(key), mode=mode, pairs=s.pairs, steps=s.steps, seed=s.seed, data=data
             )
-        if model.latent_dim == 2:
+        ladder = isinstance(model, HierarchicalVAE)
+        if model.latent_dim == 2 and not ladder:
             out["manifold"] = draw_manifold(model, pic("manifold"), n=s.manifold_n)
-        out["traversals"] = draw_traversals(
-            model, pic("traversals"), dims=s.traversal_dims, seed=s.seed, data=data, summary=summary
-        )
+        for layer in range(1, len(model.latent_dims) + 1) if ladder else [None]:
+            key = "traversals" if layer is None else layer_traversal_key(layer)
+            out[key] = draw_traversals(
+                model,
+                pic(key),
+                dims=s.traversal_dims,
+                seed=s.seed,
+                data=data,
+                summary=summary,
+                layer=layer,
+            )
         out["scatter"] = draw_scatter(
             model, pic("scatter"), points=s.scatter_points, seed=s.seed, data=data, summary=summary
         )
@@ -250,11 +265,22 @@ def format_metric(key: str, value: Any) -> str:
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
 
 
-def _metrics_table(result: Mapping[str, Any], latent_dim: int) -> str:
+# A ladder VAE's per-layer numbers, "kl_z2" and "active_units_z2": (metric, layer).
+_LAYER_METRIC = re.compile(r"(kl|active_units)_z(\d+)")
+
+
+def _metrics_table(
+    result: Mapping[str, Any], latent_dim: int, layer_dims: tuple[int, ...] = ()
+) -> str:
     flat = _flat_scalars(result)
 
     def leaf(key: str) -> str:
         return key.rsplit(".", 1)[-1]
+
+    def per_layer(key: str) -> tuple[str, int]:
+        """(the metric, the layer) of a per-layer key, else (the key's leaf, 0)."""
+        match = _LAYER_METRIC.fullmatch(leaf(key))
+        return (match.group(1), int(match.group(2))) if match else (leaf(key), 0)
 
     numeric = {
         k: v
@@ -262,14 +288,23 @@ def _metrics_table(result: Mapping[str, Any], latent_dim: int) -> str:
         if isinstance(v, int | float) and not isinstance(v, bool) and leaf(k) not in SETTING_KEYS
     }
     rank = {name: i for i, name in enumerate(METRIC_LABELS)}
-    keys = sorted(numeric, key=lambda k: (rank.get(leaf(k), len(rank)), k))
+    keys = sorted(numeric, key=lambda k: (rank.get(per_layer(k)[0], len(rank)), per_layer(k), k))
+    top_layer = next((v for k, v in flat.items() if leaf(k) == "mi_layer"), None)
     rows = []
     for key in keys:
         label, unit = METRIC_LABELS.get(leaf(key), (key, ""))
+        metric, layer = per_layer(key)
         if leaf(key) == "iw_nll" and "iw_k" in flat:
             label = f"IW-NLL (K = {flat['iw_k']})"
         if leaf(key) == "active_units":
             unit = f"of {latent_dim}"
+        if layer and metric == "kl":
+            label, unit = f"KL of layer z{layer}", "nats"
+        if layer and metric == "active_units":
+            label = f"active units of layer z{layer}"
+            unit = f"of {layer_dims[layer - 1]}" if layer <= len(layer_dims) else ""
+        if leaf(key) in ("mutual_information", "mi") and isinstance(top_layer, str):
+            label = f"mutual information I(x; {top_layer}), the top layer"
         if unit in ("of K", "fraction of K") and "num_codes" in flat:
             unit = unit.replace("K", f"K = {flat['num_codes']}")
         if unit == "nats":
@@ -407,8 +442,22 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
     """The pictures of the report in page order: what each shows and how to redraw it."""
     if cfg.model.kind == "vqvae":
         return _vq_figures(run, cfg, s)
+    if cfg.model.kind == "hvae":
+        return _ladder_figures(run, cfg, s, summary)
+    return _vae_figures(run, cfg, s, summary)
+
+
+def _latent_width(cfg: Any) -> int:
+    """Latent dimensions in all: a ladder VAE's sum over its layers, else model.latent_dim."""
+    return sum(cfg.model.latent_dims) if cfg.model.kind == "hvae" else cfg.model.latent_dim
+
+
+def _vae_figures(
+    run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | None
+) -> list[_Figure]:
+    """The pictures of a VAE with Gaussian latents, in page order."""
     p = f"{run}/{ckpt.PICTURES_DIR}"
-    d = cfg.model.latent_dim
+    d = _latent_width(cfg)
     shown = min(d, s.traversal_dims)
     seed = f"--seed {s.seed}"
     active = "" if summary is None else f" ({int(summary.active.sum())} of {d} active here)"
@@ -523,6 +572,87 @@ def _figures(run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | Non
     ]
 
 
+def _ladder_figures(
+    run: str, cfg: Any, s: ReportSettings, summary: LatentSummary | None
+) -> list[_Figure]:
+    """A ladder VAE's pictures: the VAE's, with captions that say which layers each shows,
+    and one traversal picture per layer in place of the one."""
+    p = f"{run}/{ckpt.PICTURES_DIR}"
+    dims = list(cfg.model.latent_dims)
+    top = f"z{len(dims)}"
+    names = ", ".join(f"z{i} ({d})" for i, d in enumerate(dims, start=1))
+    active = {}
+    if summary is not None and summary.layer_dims:
+        active = {
+            i: f"{int(summary.active[sl].sum())} of {d} active here"
+            for i, (sl, d) in enumerate(zip(summary.layer_slices, dims, strict=True), start=1)
+        }
+    captions = {
+        "kl": f"Mean KL of each latent dimension over the test set, largest first, named "
+        f"z<layer>[<dim>] over the layers {names}: for the top layer {top} the KL to the "
+        f"prior, for a lower layer z_i the KL to its conditional prior p(z_i | z_i+1), both "
+        "the terms of the ELBO (the totals per layer are in the title). A top-layer dimension "
+        "near 0 nats carries no information about x; a lower-layer one near 0 adds nothing "
+        "to what the layer above says, yet may still pass that on to the decoder (see its "
+        "traversals).",
+        "samples": f"{s.samples} images decoded from ancestral draws: {top} from the prior, "
+        f"then each lower layer from p(z_i | z_i+1), all at temperature {s.temperature:g}; "
+        "each image is the mean of p(x|z1). Look for variety and for objects a person would "
+        "recognise.",
+        "reconstructions": "Each row of test images sits above its reconstruction: the "
+        "posterior means taken layer by layer from the top down, z1 decoded. Look for what "
+        "the model keeps (shape, pose) and what it blurs away (fine detail).",
+        "interpolation_linear": f"Each row walks a straight line in z1, the layer the decoder "
+        f"reads, between the posterior means of two test images in {s.steps} steps, with the "
+        "originals at both ends; the end points decode to the reconstructions. In a smooth "
+        "latent space every step is a plausible image and the change is gradual.",
+        "interpolation_slerp": "The same pairs along a great-circle arc in z1 (White 2016). "
+        "z1's prior is conditional on the layers above, not N(0, I), so the arc has less "
+        "reason to beat the straight line here than in a one-layer VAE.",
+        "scatter": "Posterior means of test images over all layers [z1 .. "
+        f"{top}] (the mean path), projected on their two principal components and coloured "
+        "by class; classes the encoder separates without ever seeing a label form their own "
+        "clusters.",
+    }
+    figures = []
+    for fig in _vae_figures(run, cfg, s, summary):
+        if fig.key == "manifold":  # never drawn: a note says why, and no command draws it
+            figures.append(replace(fig, command=""))
+        elif fig.key != "traversals":
+            figures.append(replace(fig, caption=captions.get(fig.key, fig.caption)))
+        for i, d in enumerate(dims if fig.key == "traversals" else [], start=1):
+            key = layer_traversal_key(i)
+            shown = min(d, s.traversal_dims)
+            what = f"; {active[i]}" if i in active else ""
+            below = (
+                "z1 is the layer the decoder reads"
+                if i == 1
+                else "the layers below follow as the means of their conditional priors, so a "
+                "row shows what the dimension means to the generative model"
+            )
+            figures.append(
+                _Figure(
+                    key,
+                    f"Latent traversals of layer z{i}",
+                    f"Each row sets one dimension of z{i} from \u22123\u03c3 to +3\u03c3 about "
+                    "the mean of its posterior means over the test images (\u03c3, their "
+                    f"standard deviation, beside the row) while the rest of z{i} stays at a "
+                    f"test image's posterior mean; {below}. Rows sorted by KL ({shown} of {d} "
+                    f"dimensions{what}). A dimension whose row does not change is unused; "
+                    + (
+                        "one that changes the image with a KL near 0 carries what the layer "
+                        "above decided."
+                        if i < len(dims)
+                        else "an active one changes the image in one consistent way."
+                    ),
+                    f"vaekit traverse {run} --layer {i} --dims {s.traversal_dims} "
+                    f"--seed {s.seed} -o {p}/{picture_name(key)}",
+                    True,
+                )
+            )
+    return figures
+
+
 def _figure_html(fig: _Figure, path: Path | None, note: str | None) -> str:
     parts = [f'<section id="{_e(fig.key)}"><h2>{_e(fig.title)}</h2>']
     if path is not None and path.is_file():
@@ -531,9 +661,9 @@ def _figure_html(fig: _Figure, path: Path | None, note: str | None) -> str:
             f'<code class="cmd">{_e(fig.command)}</code></figcaption></figure>'
         )
     else:
+        command = f" Command: <code>{_e(fig.command)}</code>" if fig.command else ""
         parts.append(
-            f'<p class="note">Not drawn: {_e(note or "the picture file is missing.")} '
-            f"Command: <code>{_e(fig.command)}</code></p>"
+            f'<p class="note">Not drawn: {_e(note or "the picture file is missing.")}{command}</p>'
         )
     parts.append("</section>")
     return "".join(parts)
@@ -592,6 +722,8 @@ def _scores_html(run: str, run_dir: Path, pictures: Mapping[str, Path]) -> str:
 def _default_pictures(run_dir: Path) -> dict[str, Path]:
     folder = run_dir / ckpt.PICTURES_DIR
     found = {k: folder / name for k, name in PICTURES.items() if (folder / name).is_file()}
+    for path in folder.glob("traversals_z*.png"):
+        found[path.stem] = path
     for score_set in read_scores(run_dir):
         path = folder / score_picture_name(score_set.name)
         if path.is_file():
@@ -641,10 +773,16 @@ def write_report(
             f"VQ-VAE, {h // 4}\u00d7{w // 4} map of {m.quantizer.num_codes} codes of size "
             f"{m.quantizer.code_dim}, {prior}"
         )
+    elif m.kind == "hvae":
+        model_text = (
+            f"{m.arch} ladder VAE, {len(m.latent_dims)} latent layers of "
+            f"{', '.join(map(str, m.latent_dims))} dimensions (z1 first)"
+        )
     else:
         model_text = f"{m.arch} VAE, {m.latent_dim}-D latent"
+    kind = {"vqvae": "VQ-VAE", "hvae": "Hierarchical VAE"}.get(m.kind, "VAE")
     header = (
-        f"<header><h1>{'VQ-VAE' if m.kind == 'vqvae' else 'VAE'} report: {_e(name)}</h1>"
+        f"<header><h1>{kind} report: {_e(name)}</h1>"
         f'<p class="meta">data: {_e(meta)} \u00b7 model: {_e(model_text)}, '
         f"{_e(m.likelihood)} likelihood \u00b7 "
         f"{_e(str(epochs))} epochs \u00b7 checkpoint {_e(when)}</p>"
@@ -657,6 +795,13 @@ def write_report(
             f"the manifold needs a 2-D latent space and this model has {m.latent_dim} "
             "dimensions (train with --set model.latent_dim=2 to see it).",
         )
+    if m.kind == "hvae":
+        notes.setdefault(
+            "manifold",
+            f"{LADDER_SKIPS['manifold']} (this one has layers of "
+            f"{', '.join(map(str, m.latent_dims))} dimensions); its traversals show each "
+            "layer instead.",
+        )
     links = [("evaluation", "Evaluation")] + [(f.key, f.title) for f in figures]
     links += [("scores", "Anomaly scores"), ("config", "Configuration")]
     nav = " ".join(f'<a href="#{_e(k)}">{_e(t)}</a>' for k, t in links)
@@ -664,7 +809,7 @@ def write_report(
 
     eval_path = run_dir / ckpt.EVAL_FILE
     evaluation = ['<section id="evaluation"><h2>Evaluation on the test set</h2>']
-    eval_cmd = f"vaekit evaluate {run}" + (" --iw 1000" if m.kind == "vae" else "")
+    eval_cmd = f"vaekit evaluate {run}" + (" --iw 1000" if m.kind != "vqvae" else "")
     result = None
     if eval_path.is_file():
         try:
@@ -674,7 +819,8 @@ def write_report(
     if isinstance(result, dict):
         if isinstance(result.get("iw_k"), int):
             eval_cmd = f"vaekit evaluate {run} --iw {result['iw_k']}"
-        evaluation.append(_metrics_table(result, m.latent_dim))
+        layer_dims = tuple(m.latent_dims) if m.kind == "hvae" else ()
+        evaluation.append(_metrics_table(result, _latent_width(config), layer_dims))
         evaluation.append(f'<p class="meta">Recompute: <code>{_e(eval_cmd)}</code></p>')
     elif result is None and not eval_path.is_file():
         evaluation.append(
@@ -701,7 +847,7 @@ def write_report(
         f"<footer>Written by vaekit {_e(__version__)} with report seed {s.seed}. "
         "Every picture is embedded in this file; it needs no network.</footer>"
     )
-    title = f"{'VQ-VAE' if m.kind == 'vqvae' else 'VAE'} report: {name}"
+    title = f"{kind} report: {name}"
     page = (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
