@@ -461,6 +461,19 @@ def _track_best(stopping: dict[str, Any], val: dict[str, float], epoch: int, iw:
         stopping["since_best"] += 1
 
 
+def _interrupted(
+    received: int | None, where: str, run_dir: Path, world: distributed.World
+) -> TrainingInterrupted:
+    """The error a stop by signal raises once its checkpoint is written (under DDP another
+    process may have received the signal: then it is called SIGTERM here)."""
+    signum = received or signal.SIGTERM
+    return TrainingInterrupted(
+        f"{signal.Signals(signum).name} {where}: checkpoint written; "
+        f"continue with: {resume_command(run_dir, world)}",
+        signum,
+    )
+
+
 def resume_command(run_dir: Path, world: distributed.World) -> str:
     """The command that continues this run, in the launcher it was started with."""
     if world.parallel:
@@ -754,13 +767,8 @@ def train(
                     interrupted = distributed.any_process(stop.received is not None, device)
                     if interrupted and not last_batch:
                         save(epoch, i + 1, epoch_start, totals, loss_sum)
-                        signum = stop.received or signal.SIGTERM
-                        name = signal.Signals(signum).name
-                        raise TrainingInterrupted(
-                            f"{name} at step {step} (epoch {epoch + 1}, batch {i + 1}): "
-                            f"checkpoint written; continue with: {resume_command(run_dir, world)}",
-                            signum,
-                        )
+                        where = f"at step {step} (epoch {epoch + 1}, batch {i + 1})"
+                        raise _interrupted(stop.received, where, run_dir, world)
                     if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not last_batch:
                         save(epoch, i + 1, epoch_start, totals, loss_sum)
                     # Reading numbers back forces a sync; do it a few times per epoch only.
@@ -836,13 +844,8 @@ def train(
                     break
                 interrupted = distributed.any_process(stop.received is not None, device)
                 if interrupted and epoch + 1 < tc.epochs:
-                    signum = stop.received or signal.SIGTERM
-                    name = signal.Signals(signum).name
-                    raise TrainingInterrupted(
-                        f"{name} after epoch {epoch + 1} (step {step}): checkpoint written; "
-                        f"continue with: {resume_command(run_dir, world)}",
-                        signum,
-                    )
+                    where = f"after epoch {epoch + 1} (step {step})"
+                    raise _interrupted(stop.received, where, run_dir, world)
     except Exception as err:
         if world.parallel and distributed.is_collective_failure(err):
             first = _first_line(str(err))
