@@ -52,11 +52,14 @@ bench-ddp: $(STAMP)
 
 # Model quality (not part of CI): each recipe trained for MINUTES of wall clock, then its test
 # NLL with K = 5000; rows accumulate in bench/results/quality.json and BENCHMARKS.md.
+# PEER=pythae trains pythae's model of each recipe's kind instead (in bench/.venvs/pythae).
 RECIPES ?= fmnist-vae,fmnist-iwae,fmnist-vamp,fmnist-iaf,fmnist-hvae
 MINUTES ?= 60
 SEEDS ?= 0
+PEER ?=
 bench-quality: $(STAMP)
-	$(BIN)/python bench/quality.py --recipes $(RECIPES) --minutes $(MINUTES) --seeds $(SEEDS) $(BENCH_ARGS)
+	$(BIN)/python bench/quality.py --recipes $(RECIPES) --minutes $(MINUTES) --seeds $(SEEDS) \
+		$(if $(PEER),--peer $(PEER)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -113,22 +113,19 @@ def plain_worker(spec: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
     return {"samples_per_s": rates, "peak_rss_mb": rss}
 
 
-def pythae_worker(spec: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
-    """Samples/s of pythae's BaseTrainer.train_step over ``steps`` batches (runs in its venv)."""
-    from importlib.metadata import version
+def pythae_nets(encoder: torch.nn.Module, decoder: torch.nn.Module):
+    """The bench's nets as pythae's encoder and decoder (pythae imported here, in its venv).
 
-    from pythae.data.datasets import BaseDataset
-    from pythae.models import VAE, VAEConfig
+    The encoder's output splits into (mu, log-variance); the decoder's logits go through a
+    sigmoid, since pythae's "bce" loss takes probabilities. ``.net`` is the wrapped module.
+    """
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseEncoder
-    from pythae.trainers import BaseTrainer, BaseTrainerConfig
-
-    arch, latent, batch = spec["arch"], spec["latent"], spec["batch"]
 
     class Encoder(BaseEncoder):
         def __init__(self) -> None:
             BaseEncoder.__init__(self)
-            self.net = nets.make_nets(arch, latent)[0]
+            self.net = encoder
 
         def forward(self, x):
             mu, log_var = self.net(x).chunk(2, dim=-1)
@@ -137,15 +134,27 @@ def pythae_worker(spec: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
     class Decoder(BaseDecoder):
         def __init__(self) -> None:
             BaseDecoder.__init__(self)
-            self.net = nets.make_nets(arch, latent)[1]
+            self.net = decoder
 
         def forward(self, z):
-            # pythae's "bce" loss takes probabilities: the decoder ends in a sigmoid.
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    return Encoder(), Decoder()
+
+
+def pythae_worker(spec: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
+    """Samples/s of pythae's BaseTrainer.train_step over ``steps`` batches (runs in its venv)."""
+    from importlib.metadata import version
+
+    from pythae.data.datasets import BaseDataset
+    from pythae.models import VAE, VAEConfig
+    from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+    arch, latent, batch = spec["arch"], spec["latent"], spec["batch"]
 
     torch.manual_seed(0)
     config = VAEConfig(input_dim=nets.IMAGE, latent_dim=latent, reconstruction_loss="bce")
-    model = VAE(config, encoder=Encoder(), decoder=Decoder())
+    model = VAE(config, *pythae_nets(*nets.make_nets(arch, latent)))
     data = torch.from_numpy(images).float() / 255.0  # pythae stores float data in memory
     labels = torch.zeros(len(data))
     tmp = tempfile.mkdtemp(prefix="pythae-bench-")

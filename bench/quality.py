@@ -7,12 +7,17 @@ Each row (recipe, seed) is appended to ``bench/results/quality.json`` with the c
 machine and the budget, so the benchmark can run piecewise; ``BENCHMARKS.md`` is rewritten.
 
 Run: ``make bench-quality RECIPES=fmnist-vae,fmnist-vamp MINUTES=60 SEEDS=0,1``.
+
+``--peer pythae`` (``make bench-quality PEER=pythae``) trains pythae's model of the same kind
+instead (``bench/quality_peer.py`` in pythae's own virtual environment): same nets, optimizer,
+batch, budget, training binarization and test images; its rows carry ``"peer": "pythae"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -21,10 +26,14 @@ from typing import Any
 
 import report
 from machine import facts
+from peers import ensure_pythae
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RECIPES = ("fmnist-vae", "fmnist-iwae", "fmnist-vamp", "fmnist-iaf", "fmnist-hvae")
+# pythae's model of the same kind as each recipe (it has no ladder VAE to set beside hvae).
+PYTHAE_KINDS = {"fmnist-vae": "vae", "fmnist-iwae": "iwae", "fmnist-vamp": "vamp",
+                "fmnist-iaf": "iaf"}  # fmt: skip
 
 # Test NLL in nats on dynamically binarized Fashion-MNIST, K = 5000, from the table of
 # Norouzi, Fleet & Norouzi (2020), "Exemplar VAE", cited beside vaekit's numbers.
@@ -90,6 +99,98 @@ def run_recipe(recipe: str, seed: int, args, log) -> dict[str, Any]:
     }
 
 
+def peer_data(path: Path, log) -> Path:
+    """The protocol's images for the peer, as vaekit sees them, in one .npz (made once).
+
+    ``train``: the training split's grey uint8 images (the peer binarizes them afresh each
+    epoch); ``test``: the test split binarized exactly as ``vaekit evaluate --binarization
+    dynamic --seed 0`` binarizes it, as uint8 0/1.
+    """
+    if path.is_file():
+        return path
+    import numpy as np
+    import torch
+
+    from vaekit import load_config, load_dataset
+    from vaekit.diagnostics import seeded_model_inputs
+
+    config = load_config(ROOT / "configs" / "fmnist-vae.toml")
+    train = load_dataset(config.data, "train")
+    test = load_dataset(config.data, "test")
+    batches = seeded_model_inputs(test, binarize="dynamic", dequantize=False, seed=0,
+                                  batch_size=1000)  # fmt: skip
+    binarized = torch.cat(list(batches)).to(torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, train=train.images.numpy(), test=binarized.numpy())
+    log(f"  peer data: {len(train.images):,} training and {len(binarized):,} test images")
+    return path
+
+
+def peer_spec(recipe: str, seed: int, args, n_train: int) -> dict[str, Any]:
+    """What pythae's model of ``recipe``'s kind gets from the recipe's config."""
+    from vaekit import load_config
+
+    config = load_config(ROOT / "configs" / f"{recipe}.toml")
+    model, objective, train = config.model, config.objective, config.train
+    steps_per_epoch = math.ceil(n_train / train.batch_size)
+    return {
+        "kind": PYTHAE_KINDS[recipe],
+        "seed": seed,
+        "minutes": args.minutes,
+        "lr": train.lr,
+        "batch": train.batch_size,
+        "latent": model.latent_dim,
+        "iw_samples": objective.iw_samples,
+        "components": model.prior_components,
+        # pythae's VampPrior warms its KL up over epochs; the recipe's steps, in epochs.
+        "warmup_epochs": math.ceil(objective.warmup_steps / steps_per_epoch),
+        "iaf_steps": model.iaf_steps,
+        "iaf_hidden": list(model.iaf_hidden),
+        "iw": args.iw,
+        "eval_seed": 0,
+        "test_limit": args.test_limit,
+    }
+
+
+def run_peer(recipe: str, seed: int, args, log) -> dict[str, Any]:
+    """pythae's model of the recipe's kind, trained and scored by the protocol; the row."""
+    import numpy as np
+
+    python, why = ensure_pythae(log)
+    if python is None:
+        raise RuntimeError(f"pythae is not available: {why}")
+    data = peer_data(HERE / ".cache" / "quality-peer-data.npz", log)
+    with np.load(data) as npz:
+        n_train = len(npz["train"])
+    spec = peer_spec(recipe, seed, args, n_train)
+    run = Path(args.runs) / f"pythae-{recipe}-s{seed}-{int(time.time())}"
+    run.mkdir(parents=True)
+    (run / "spec.json").write_text(json.dumps(spec, indent=1))
+    cmd = [str(python), str(HERE / "quality_peer.py"), str(run / "spec.json"), str(data),
+           str(run / "result.json")]  # fmt: skip
+    with open(run / "log.txt", "w") as out:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = (run / "log.txt").read_text().strip().splitlines()[-3:]
+        raise RuntimeError(f"pythae {spec['kind']} exited with {done.returncode}: {tail}")
+    result = json.loads((run / "result.json").read_text())
+    log(f"  pythae {spec['kind']}: {result['epochs']} epochs, {result['eval_seconds']:.0f} s eval")
+    return {
+        "recipe": recipe,
+        "peer": "pythae",
+        "peer_model": spec["kind"],
+        "seed": seed,
+        "commit": _git("rev-parse", "--short=12", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": facts("cpu"),
+        "budget_minutes": args.minutes,
+        "best_epoch": None,
+        **result,
+        "run_dir": str(run),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default=",".join(RECIPES))
@@ -97,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--iw", type=int, default=5000, help="importance samples (protocol: 5000)")
     parser.add_argument("--test-limit", type=int, help="evaluate only N test images (not protocol)")
+    parser.add_argument("--peer", choices=["pythae"], help="train this peer's model instead")
     parser.add_argument("--runs", default=str(HERE / ".quality-runs"))
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
@@ -109,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in recipes if not (ROOT / "configs" / f"{r}.toml").is_file()]
     if unknown:
         parser.error(f"no config for {', '.join(unknown)} under configs/ (known: {RECIPES})")
+    if args.peer and any(r not in PYTHAE_KINDS for r in recipes):
+        parser.error(f"--peer pythae has models for {', '.join(PYTHAE_KINDS)} only")
     path = Path(args.out) / "quality.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
     result.update(name="quality", kind="quality", published=PUBLISHED)
@@ -116,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     for recipe in recipes:
         for seed in (int(s) for s in args.seeds.split(",")):
-            log(f"{recipe}, seed {seed}, {args.minutes:g} minutes ...")
-            row = run_recipe(recipe, seed, args, log)
+            who = f"pythae's {PYTHAE_KINDS[recipe]} for " if args.peer else ""
+            log(f"{who}{recipe}, seed {seed}, {args.minutes:g} minutes ...")
+            row = (run_peer if args.peer else run_recipe)(recipe, seed, args, log)
             log(f"  test NLL {row['test_nll']:.2f} nats (K = {row['iw_k']})")
             rows.append(row)
             report.save(result, Path(args.out), Path(args.markdown))  # after every row

@@ -176,16 +176,22 @@ def quality_section(result: dict[str, Any]) -> list[str]:
         "then `vaekit evaluate --iw K --binarization dynamic --seed 0`: dynamically binarized "
         "Fashion-MNIST, the test set binarized once with seed 0, test NLL = the "
         "importance-weighted estimate in nats per image (lower is better). One row per run, "
-        "in the order they ran.",
+        "in the order they ran. Rows marked pythae are pythae's model of the recipe's kind "
+        "(`make bench-quality PEER=pythae`, `bench/quality_peer.py`): the recipe's nets, "
+        "optimizer, batch, budget, training binarization and test images, trained by pythae's "
+        "own trainer and scored by the same K-sample estimator.",
         "",
-        "| recipe | seed | test NLL | IW K | test images | ELBO | epochs (best) | training "
-        "minutes (budget) | commit | machine |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *peer_comparison(result.get("rows", [])),
+        "| recipe | trained by | seed | test NLL | IW K | test images | ELBO | epochs (best) | "
+        "training minutes (budget) | commit | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.get("rows", []):
         m = row["machine"]
+        who = f"pythae {row['peer_model'].upper()}" if row.get("peer") else "vaekit"
         lines.append(
-            f"| `{row['recipe']}` | {row['seed']} | **{row['test_nll']:.2f}** | {row['iw_k']} | "
+            f"| `{row['recipe']}` | {who} | {row['seed']} | **{row['test_nll']:.2f}** | "
+            f"{row['iw_k']} | "
             f"{row['test_examples']:,} | {row['test_elbo']:.2f} | {row['epochs']} "
             f"({row.get('best_epoch') or '-'}) | {row['train_seconds'] / 60:.1f} "
             f"({row['budget_minutes']:g}) | {row['commit']}{'+' if row.get('dirty') else ''} | "
@@ -202,6 +208,55 @@ def quality_section(result: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _seeds(rows: list[dict[str, Any]]) -> str:
+    """Mean test NLL over seeds, with min-max where there is more than one."""
+    values = [r["test_nll"] for r in rows]
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.2f} (1 seed)"
+    return f"{mean:.2f} ({min(values):.2f}-{max(values):.2f}, {len(values)} seeds)"
+
+
+def peer_comparison(rows: list[dict[str, Any]]) -> list[str]:
+    """vaekit's recipe beside pythae's model of its kind at the same budget, over seeds.
+
+    The margin counts only when it is larger than the run-to-run spread (max - min over
+    seeds) of both sides, which needs at least two seeds of each.
+    """
+    groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        if row.get("iw_k") != 5000 or row.get("test_examples") != 10000:
+            continue  # only protocol rows are compared
+        key = (row["recipe"], row["budget_minutes"])
+        groups.setdefault(key, {"vaekit": [], "pythae": []})[row.get("peer") or "vaekit"].append(
+            row
+        )
+    lines = [
+        "### vaekit against pythae (same nets, optimizer, batch, budget, test images, K = 5000)",
+        "",
+        "| recipe | budget (minutes) | vaekit test NLL, mean (min-max) | pythae model | "
+        "pythae test NLL, mean (min-max) | pythae - vaekit | larger than the spread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (recipe, minutes), sides in groups.items():
+        ours, theirs = sides["vaekit"], sides["pythae"]
+        if not ours or not theirs:
+            continue
+        ours_nll = [r["test_nll"] for r in ours]
+        theirs_nll = [r["test_nll"] for r in theirs]
+        margin = sum(theirs_nll) / len(theirs_nll) - sum(ours_nll) / len(ours_nll)
+        if len(ours) < 2 or len(theirs) < 2:
+            verdict = "spread not measured (needs 2 seeds of each)"
+        else:
+            widest = max(max(v) - min(v) for v in (ours_nll, theirs_nll))
+            verdict = f"{'yes' if margin > widest else 'no'} (spread {widest:.2f})"
+        lines.append(
+            f"| `{recipe}` | {minutes:g} | {_seeds(ours)} | {theirs[0]['peer_model'].upper()} | "
+            f"{_seeds(theirs)} | {margin:+.2f} | {verdict} |"
+        )
+    return [*lines, ""] if len(lines) > 4 else []
 
 
 def targets(result: dict[str, Any]) -> list[str]:
