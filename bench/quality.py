@@ -61,6 +61,17 @@ def _vaekit(*args: str, log) -> float:
     return seconds
 
 
+def _provenance(args) -> dict[str, Any]:
+    """Where a row came from: commit (and whether the tree was dirty), date, machine, budget."""
+    return {
+        "commit": _git("rev-parse", "--short=12", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": facts("cpu"),
+        "budget_minutes": args.minutes,
+    }
+
+
 def run_recipe(recipe: str, seed: int, args, log) -> dict[str, Any]:
     """Train one recipe for the budget, evaluate it by the protocol; the result row."""
     commit = _git("rev-parse", "--short=12", "HEAD")
@@ -82,11 +93,7 @@ def run_recipe(recipe: str, seed: int, args, log) -> dict[str, Any]:
     return {
         "recipe": recipe,
         "seed": seed,
-        "commit": commit,
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": facts("cpu"),
-        "budget_minutes": args.minutes,
+        **_provenance(args),
         "train_seconds": train_seconds,
         "epochs": len(epochs),
         "best_epoch": epochs[-1].get("best_epoch"),
@@ -180,11 +187,7 @@ def run_peer(recipe: str, seed: int, args, log) -> dict[str, Any]:
         "peer": "pythae",
         "peer_model": spec["kind"],
         "seed": seed,
-        "commit": _git("rev-parse", "--short=12", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": facts("cpu"),
-        "budget_minutes": args.minutes,
+        **_provenance(args),
         "best_epoch": None,
         **result,
         "run_dir": str(run),
