@@ -67,7 +67,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except BaseException as err:
         # Every process stops at the same step on a signal; after any other error the peers
         # may be gone, so the group is left without a goodbye.
-        distributed.stop(clean=isinstance(err, TrainingInterrupted))
+        if isinstance(err, TrainingInterrupted):
+            distributed.stop_after_signal()
+        else:
+            distributed.stop(clean=False)
         raise
     distributed.stop()
     console.print(

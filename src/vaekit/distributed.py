@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -119,6 +120,33 @@ def stop(*, clean: bool = True) -> None:
             dist.barrier()
         dist.destroy_process_group()
     _world = World(device=_world.device)
+
+
+def stop_after_signal() -> None:
+    """Leave the process group after training stopped on SIGINT / SIGTERM.
+
+    torchrun signals its processes one after another, so a process may stop on a peer's
+    signal and receive its own while it waits at the goodbye barrier; with the default
+    handler back in place that signal would kill it there and break the barrier for the
+    others. So further stop signals are ignored until the group is left, and a peer that is
+    gone by then is no error: every process's checkpoint is already written.
+    """
+    global _world
+    ignored: dict[int, Any] = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            ignored[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are the main thread's to handle
+        pass
+    try:
+        stop(clean=True)
+    except Exception as err:
+        if not is_collective_failure(err):
+            raise
+        _world = World(device=_world.device)
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
 
 
 def active() -> bool:

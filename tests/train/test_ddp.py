@@ -20,6 +20,7 @@ from vaekit.train import checkpoint as ckpt
 VAEKIT = [sys.executable, "-m", "vaekit"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 WORKER = Path(__file__).with_name("ddp_quantizer_worker.py")
+GOODBYE_WORKER = Path(__file__).with_name("ddp_goodbye_worker.py")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -266,6 +267,21 @@ def test_sigterm_to_torchrun_stops_every_process_at_one_step_and_one_process_res
     assert [m["step"] for m in resumed] == [m["step"] for m in uninterrupted]
     # The interrupted epoch's training means join the two processes' parts with the rest.
     assert resumed[-2]["train/elbo"] == pytest.approx(uninterrupted[-2]["train/elbo"], rel=1e-5)
+
+
+def test_a_second_sigterm_at_the_goodbye_barrier_neither_kills_a_process_nor_breaks_its_peer(
+    tmp_path,
+):
+    """torchrun signals its processes in turn: one may stop on its peer's signal and receive its
+    own while the two wait at the last barrier. It must still end as a signal stop (exit 143,
+    one line from rank 0), not die there and leave its peer a broken connection."""
+    config = write_toml(tmp_path / "c.toml", tiny_raw())
+    result = _torchrun(2, str(GOODBYE_WORKER), str(config), str(tmp_path / "run"), timeout=120)
+    assert "internal error" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.count(": error: SIGTERM at step 0") == 1, result.stderr[-3000:]
+    assert "vaekit[rank 0]: error: SIGTERM" in result.stderr
+    # Each process exited as one stopped by SIGTERM does (128 + 15), none was killed by it.
+    assert result.stderr.count("exitcode  : 143 ") == 2, result.stderr[-3000:]
 
 
 def _free_port() -> int:
