@@ -203,8 +203,10 @@ class ElboForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor, objective: ObjectiveConfig | str) -> Any:
-        return self.model.elbo(x, objective)
+    def forward(
+        self, x: torch.Tensor, objective: ObjectiveConfig | str, per_dim: bool = True
+    ) -> Any:
+        return self.model.elbo(x, objective, per_dim)
 
 
 def wrap(model: nn.Module, world: World) -> nn.Module:

@@ -219,6 +219,27 @@ def test_terms_carry_per_layer_kl_and_free_bits_apply():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_a_vamp_top_split_evenly_keeps_each_layers_kl_and_the_gradient():
+    # per_dim=False changes only how p(z_L)'s log density is spread over z_L's dims.
+    model = tiny((3, 2), prior="vamp", prior_components=4).double()
+    x = binary(6).double()
+    runs = []
+    for per_dim in (True, False):
+        model.zero_grad()
+        torch.manual_seed(5)
+        terms = model.elbo(x, "monte_carlo", per_dim=per_dim)
+        (-terms.elbo.mean()).backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        runs.append((terms.kl_per_layer.detach(), terms.kl_per_dim.detach(), grads))
+    (layers, exact, grads), (layers2, even, grads2) = runs
+    torch.testing.assert_close(layers2, layers)
+    torch.testing.assert_close(even[:, :3], exact[:, :3])  # z_1 has a Gaussian p(z_1 | z_2)
+    assert (even[:, 3:] - exact[:, 3:]).abs().max() > 1e-3
+    assert len(grads2) == len(grads) > 4
+    for g2, g in zip(grads2, grads, strict=True):
+        torch.testing.assert_close(g2, g)
+
+
 def test_analytic_and_monte_carlo_elbo_agree_on_average():
     torch.manual_seed(3)
     model = tiny((3, 2)).double()

@@ -9,12 +9,13 @@ from safetensors.torch import load_file
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from conftest import tiny_raw
-from vaekit.config import ModelConfig, config_from_dict
+from vaekit.config import ModelConfig, ObjectiveConfig, config_from_dict
 from vaekit.data import load_dataset
 from vaekit.diagnostics import kl_to_prior_per_dim, seeded_model_inputs
 from vaekit.errors import ConfigError
 from vaekit.evaluate import evaluate_model
 from vaekit.models import build_vae
+from vaekit.objectives import training_loss
 from vaekit.probability import MixtureOfGaussians, StandardNormal, VampPrior
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.loop import resolve_config, train, validate
@@ -135,6 +136,36 @@ def test_monte_carlo_kl_averages_to_the_integrated_kl(prior):
         kl = model.elbo(x.expand(40_000, -1, -1, -1), "monte_carlo").kl
     assert kl.mean().item() == pytest.approx(integrated, abs=5 * kl.std().item() / 200)
     assert integrated > 0.1  # the prior is not the posterior: the test can tell them apart
+
+
+@pytest.mark.parametrize("prior", PRIORS)
+def test_the_cheap_split_of_log_p_gives_the_same_elbo_and_gradient_as_the_chain_rule(prior):
+    # per_dim=False (training without free bits) skips the mixture's chain rule: the KL's sum,
+    # the ELBO and every parameter's gradient must be those of the exact per-latent terms.
+    model = _spread(_model(prior, latent_dim=3, k=4))
+    x = torch.rand(5, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    results = []
+    for per_dim in (True, False):
+        model.zero_grad()
+        torch.manual_seed(4)  # the same posterior draw for both
+        terms = model.elbo(x, "monte_carlo", per_dim=per_dim)
+        assert terms.per_dim_exact is per_dim
+        training_loss(terms, ObjectiveConfig(estimator="monte_carlo"), kl_scale=0.7).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((terms.kl.detach(), terms.elbo.detach(), terms.kl_per_dim.detach(), grads))
+    (kl, elbo, exact, grads), (kl2, elbo2, even, grads2) = results
+    torch.testing.assert_close(kl2, kl)
+    torch.testing.assert_close(elbo2, elbo)
+    assert grads2.keys() == grads.keys() and len(grads) > 4
+    for name in grads:
+        torch.testing.assert_close(grads2[name], grads[name], msg=name)
+    # The split itself differs (so the test can tell the two paths apart) ...
+    assert (exact - even).abs().max() > 1e-3
+    # ... and free bits, which floor each latent's KL, refuse the even split.
+    with pytest.raises(ValueError, match="free bits"):
+        model.zero_grad()
+        terms = model.elbo(x, "monte_carlo", per_dim=False)
+        training_loss(terms, ObjectiveConfig(estimator="monte_carlo", free_bits=0.1), 1.0)
 
 
 @pytest.mark.parametrize("prior", PRIORS)

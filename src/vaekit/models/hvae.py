@@ -44,7 +44,7 @@ from vaekit.nets.mlp import MLPDecoder
 from vaekit.objectives import IWTerms, Terms
 from vaekit.probability import noise
 from vaekit.probability.gaussian import DiagonalGaussian
-from vaekit.probability.priors import StandardNormal, VampPrior, make_prior
+from vaekit.probability.priors import StandardNormal, VampPrior, log_prob_split, make_prior
 
 
 def precision_weighted(a: DiagonalGaussian, b: DiagonalGaussian) -> DiagonalGaussian:
@@ -201,7 +201,7 @@ class HierarchicalVAE(nn.Module):
         return full_precision(self.decoder(z1))
 
     def elbo(
-        self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic"
+        self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic", per_dim: bool = True
     ) -> LadderTerms | IWTerms:
         """Per-example terms by the estimator of ``objective`` (a config or an estimator name).
 
@@ -210,6 +210,8 @@ class HierarchicalVAE(nn.Module):
         ELBO with less noise than "monte_carlo", which uses log q - log p at one sample of all
         layers (needed when p(z_L) is a mixture). "iwae" gives :class:`IWTerms` with K =
         ``objective.iw_samples`` samples. Noise comes from :meth:`DiagonalGaussian.rsample`.
+        ``per_dim`` False lets a mixture p(z_L) split its log density evenly over z_L's dims
+        (:func:`~vaekit.probability.priors.log_prob_split`): each layer's KL stays exact.
         """
         cfg = ObjectiveConfig(estimator=objective) if isinstance(objective, str) else objective
         if cfg.estimator == "iwae":
@@ -231,12 +233,15 @@ class HierarchicalVAE(nn.Module):
         for step in steps:
             if analytic:
                 kl = step.q.kl_per_dim() if step.p is None else gaussian_kl_per_dim(step.q, step.p)
+            elif step.p is None:
+                kl = step.q.log_prob_per_dim(step.z) - log_prob_split(self.prior, step.z, per_dim)
             else:
-                prior = self.prior if step.p is None else step.p
-                kl = step.q.log_prob_per_dim(step.z) - prior.log_prob_per_dim(step.z)
+                kl = step.q.log_prob_per_dim(step.z) - step.p.log_prob_per_dim(step.z)
             kls.append(kl)
         kl_per_dim = torch.cat(kls[::-1], dim=-1)  # layer 1 first
-        return LadderTerms(recon=recon, kl_per_dim=kl_per_dim, layer_dims=self.latent_dims)
+        return LadderTerms(
+            recon=recon, kl_per_dim=kl_per_dim, layer_dims=self.latent_dims, per_dim_exact=per_dim
+        )
 
     def importance_terms(
         self, x: torch.Tensor, k: int, generator: torch.Generator | None = None

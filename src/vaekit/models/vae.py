@@ -76,11 +76,11 @@ class VAE(nn.Module):
         return full_precision(self.decoder(z))
 
     def elbo(
-        self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic"
+        self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic", per_dim: bool = True
     ) -> Terms | IWTerms:
         """Per-example loss terms by the estimator of ``objective`` (a config, or a bare
         estimator name with default settings): see :func:`vaekit.objectives.estimate`."""
-        return estimate(self, x, objective)
+        return estimate(self, x, objective, per_dim)
 
     @torch.no_grad()
     def sample(

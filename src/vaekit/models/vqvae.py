@@ -57,8 +57,11 @@ class VQVAE(nn.Module):
         """Likelihood parameters for a map of code vectors [B, D, h, w]."""
         return full_precision(self.decoder(z_q))
 
-    def elbo(self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic") -> VQTerms:
-        """Per-example VQ-VAE terms (``objective`` is ignored: q(z|x) is deterministic)."""
+    def elbo(
+        self, x: torch.Tensor, objective: ObjectiveConfig | str = "analytic", per_dim: bool = True
+    ) -> VQTerms:
+        """Per-example VQ-VAE terms (``objective`` and ``per_dim`` are ignored: q(z|x) is
+        deterministic and its KL has no latents to split over)."""
         q = self.quantize(x)
         recon = -self.likelihood.log_prob(self.decode(q.z_q), x)
         return VQTerms(recon, q.codebook, q.commitment, q.codes, self.num_codes)

@@ -188,7 +188,7 @@ def validate(
                     generator=generator,
                 )
                 x = x.to(device)
-                totals.add(model.elbo(x, config.objective))
+                totals.add(model.elbo(x, config.objective, per_dim=False))  # sums only
                 if iw_samples:
                     bound = iw_log_likelihood(model, x, iw_samples, chunk_size=min(iw_samples, 50))
                     iw_sum += torch.stack([bound.sum(), bound.new_tensor(float(len(bound)))])
@@ -267,7 +267,8 @@ def train_step(
     """
     elbo = forward if forward is not None else model.elbo
     with autocast(cfg.train.precision, x.device):
-        terms = elbo(x, cfg.objective)
+        # The KL per latent costs extra under a mixture prior; only free bits read it.
+        terms = elbo(x, cfg.objective, cfg.objective.free_bits > 0)
         objective = training_loss(terms, cfg.objective, kl_scale)
     optimizer.zero_grad(set_to_none=True)
     (objective * loss_weight if loss_weight != 1.0 else objective).backward()
