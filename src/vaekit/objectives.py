@@ -20,7 +20,7 @@ import torch
 from vaekit.config import ObjectiveConfig
 from vaekit.probability import noise
 from vaekit.probability.gaussian import DiagonalGaussian
-from vaekit.probability.priors import log_prob_split
+from vaekit.probability.priors import components_fixed, log_prob_split
 
 
 @dataclass(frozen=True)
@@ -412,10 +412,11 @@ def iw_log_likelihood(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     own = getattr(model, "log_weights", None)
-    if own is not None:  # a model with its own importance weights (the hierarchical VAE)
-        size = min(chunk_size, k)
-        chunks = (own(x, min(size, k - s), generator) for s in range(0, k, size))
+    with components_fixed(model.prior):  # a VampPrior's pseudo-inputs encoded once, not per chunk
+        if own is not None:  # a model with its own importance weights (the hierarchical VAE)
+            size = min(chunk_size, k)
+            chunks = (own(x, min(size, k - s), generator) for s in range(0, k, size))
+            return streaming_logsumexp(chunks) - math.log(k)
+        log_px = log_likelihood or decoder_log_likelihood(model)
+        chunks = _log_weight_chunks(model, x, k, min(chunk_size, k), generator, log_px)
         return streaming_logsumexp(chunks) - math.log(k)
-    log_px = log_likelihood or decoder_log_likelihood(model)
-    chunks = _log_weight_chunks(model, x, k, min(chunk_size, k), generator, log_px)
-    return streaming_logsumexp(chunks) - math.log(k)

@@ -15,7 +15,7 @@ from vaekit.diagnostics import kl_to_prior_per_dim, seeded_model_inputs
 from vaekit.errors import ConfigError
 from vaekit.evaluate import evaluate_model
 from vaekit.models import build_vae
-from vaekit.objectives import training_loss
+from vaekit.objectives import iw_log_likelihood, training_loss
 from vaekit.probability import MixtureOfGaussians, StandardNormal, VampPrior
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.loop import resolve_config, train, validate
@@ -166,6 +166,27 @@ def test_the_cheap_split_of_log_p_gives_the_same_elbo_and_gradient_as_the_chain_
         model.zero_grad()
         terms = model.elbo(x, "monte_carlo", per_dim=False)
         training_loss(terms, ObjectiveConfig(estimator="monte_carlo", free_bits=0.1), 1.0)
+
+
+def test_iw_evaluation_encodes_the_pseudo_inputs_once_per_batch_and_gives_the_same_bound():
+    model = _spread(_model("vamp", latent_dim=3, k=4))
+    calls = []
+    encode = model.prior._encode
+    model.prior.bind(lambda u: calls.append(len(u)) or encode(u))
+    x = torch.rand(3, 1, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    bounds = []
+    for grad in (True, False):
+        calls.clear()
+        with torch.set_grad_enabled(grad):
+            bound = iw_log_likelihood(
+                model, x, 300, chunk_size=50, generator=torch.Generator().manual_seed(6)
+            )
+        bounds.append((bound.detach(), list(calls)))
+    (with_grad, calls_grad), (without, calls_eval) = bounds
+    assert calls_grad == [4] * 6  # training-style: every chunk of 50 encodes the 4 pseudo-inputs
+    assert calls_eval == [4]  # evaluation: once for the batch
+    torch.testing.assert_close(without, with_grad, rtol=0, atol=1e-12)
+    assert model.prior._fixed is None  # nothing is left fixed after the block
 
 
 @pytest.mark.parametrize("prior", PRIORS)

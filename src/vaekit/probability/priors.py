@@ -20,7 +20,8 @@ the KL's sum asks :func:`log_prob_split` for the cheap form.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -130,9 +131,14 @@ class DiagonalMixturePrior(nn.Module):
             raise ValueError(f"the number of components must be positive, got {num_components}")
         self.dim = dim
         self.num_components = num_components
+        self._fixed: tuple[torch.Tensor, DiagonalGaussian] | None = None
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, components={self.num_components}"
+
+    def _parts(self) -> tuple[torch.Tensor, DiagonalGaussian]:
+        """The components, or the ones :func:`components_fixed` computed for a block of work."""
+        return self._fixed if self._fixed is not None else self.components()
 
     def components(self) -> tuple[torch.Tensor, DiagonalGaussian]:
         """Normalised log weights [K] and the component Gaussians [K, D]."""
@@ -141,12 +147,12 @@ class DiagonalMixturePrior(nn.Module):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) in nats (a log-sum-exp over components): [..., D] gives [...]."""
         _check_dim(z, self.dim)
-        return mixture_log_prob(z, *self.components())
+        return mixture_log_prob(z, *self._parts())
 
     def log_prob_per_dim(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z_d | z_<d) for each latent dim, [..., D], summing to :meth:`log_prob`."""
         _check_dim(z, self.dim)
-        return mixture_log_prob_per_dim(z, *self.components())
+        return mixture_log_prob_per_dim(z, *self._parts())
 
     @torch.no_grad()
     def sample(
@@ -158,7 +164,7 @@ class DiagonalMixturePrior(nn.Module):
         temperature 0 gives component means (it is not a tempered density p(z)^(1/T^2)).
         """
         _check_temperature(temperature)
-        log_weights, parts = self.components()
+        log_weights, parts = self._parts()
         mean, std = parts.mean, parts.std
         k = torch.multinomial(log_weights.exp(), n, replacement=True, generator=generator)
         eps = torch.randn((n, self.dim), generator=generator, dtype=mean.dtype, device=mean.device)
@@ -229,6 +235,25 @@ class VampPrior(DiagonalMixturePrior):
             )
         log_weights = q.mean.new_full((self.num_components,), -math.log(self.num_components))
         return log_weights, q
+
+
+@contextmanager
+def components_fixed(prior: nn.Module) -> Iterator[None]:
+    """Inside the block a mixture prior computes its components once, not at every call.
+
+    For evaluation without gradients, where the weights do not change: a VampPrior otherwise
+    encodes its K pseudo-inputs again for every chunk of importance samples. Does nothing for
+    N(0, I), or while gradients are on (training must see the components' graph each step).
+    """
+    if not isinstance(prior, DiagonalMixturePrior) or torch.is_grad_enabled():
+        yield
+        return
+    outer = prior._fixed
+    prior._fixed = prior._parts()
+    try:
+        yield
+    finally:
+        prior._fixed = outer
 
 
 def log_prob_split(prior: nn.Module, z: torch.Tensor, exact: bool = True) -> torch.Tensor:
