@@ -74,8 +74,8 @@ def _provenance(args) -> dict[str, Any]:
 
 def run_recipe(recipe: str, seed: int, args, log) -> dict[str, Any]:
     """Train one recipe for the budget, evaluate it by the protocol; the result row."""
-    commit = _git("rev-parse", "--short=12", "HEAD")
-    run = Path(args.runs) / f"{recipe}-s{seed}-{commit}-{int(time.time())}"
+    provenance = _provenance(args)  # read before the run: the code it trains is this commit's
+    run = Path(args.runs) / f"{recipe}-s{seed}-{provenance['commit']}-{int(time.time())}"
     config = ROOT / "configs" / f"{recipe}.toml"
     settings = [
         "--set", f"train.max_minutes={args.minutes}",
@@ -93,7 +93,7 @@ def run_recipe(recipe: str, seed: int, args, log) -> dict[str, Any]:
     return {
         "recipe": recipe,
         "seed": seed,
-        **_provenance(args),
+        **provenance,
         "train_seconds": train_seconds,
         "epochs": len(epochs),
         "best_epoch": epochs[-1].get("best_epoch"),
@@ -170,6 +170,7 @@ def run_peer(recipe: str, seed: int, args, log) -> dict[str, Any]:
     with np.load(data) as npz:
         n_train = len(npz["train"])
     spec = peer_spec(recipe, seed, args, n_train)
+    provenance = _provenance(args)
     run = Path(args.runs) / f"pythae-{recipe}-s{seed}-{int(time.time())}"
     run.mkdir(parents=True)
     (run / "spec.json").write_text(json.dumps(spec, indent=1))
@@ -187,7 +188,7 @@ def run_peer(recipe: str, seed: int, args, log) -> dict[str, Any]:
         "peer": "pythae",
         "peer_model": spec["kind"],
         "seed": seed,
-        **_provenance(args),
+        **provenance,
         "best_epoch": None,
         **result,
         "run_dir": str(run),
