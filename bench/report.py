@@ -223,16 +223,19 @@ def peer_comparison(rows: list[dict[str, Any]]) -> list[str]:
     """vaekit's recipe beside pythae's model of its kind at the same budget, over seeds.
 
     The margin counts only when it is larger than the run-to-run spread (max - min over
-    seeds) of both sides, which needs at least two seeds of each.
+    seeds) of both sides, which needs at least two seeds of each. Each seed counts once, by its
+    newest row: a rerun after a change to the code replaces the seed's older number here (the
+    table of every row keeps them all).
     """
-    groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
-    for row in rows:
+    newest: dict[tuple[str, float, str, int], dict[str, Any]] = {}
+    for row in rows:  # rows are in the order they were measured
         if row.get("iw_k") != 5000 or row.get("test_examples") != 10000:
             continue  # only protocol rows are compared
-        key = (row["recipe"], row["budget_minutes"])
-        groups.setdefault(key, {"vaekit": [], "pythae": []})[row.get("peer") or "vaekit"].append(
-            row
-        )
+        side = row.get("peer") or "vaekit"
+        newest[(row["recipe"], row["budget_minutes"], side, row["seed"])] = row
+    groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
+    for (recipe, minutes, side, _seed), row in newest.items():
+        groups.setdefault((recipe, minutes), {"vaekit": [], "pythae": []})[side].append(row)
     lines = [
         "### vaekit against pythae (same nets, optimizer, batch, budget, test images, K = 5000)",
         "",

@@ -1,0 +1,46 @@
+"""The quality benchmark's comparison table (bench/report.py): which rows it compares."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import report
+
+
+def _row(nll, seed, peer=None, minutes=10, k=5000, examples=10000):
+    row = {"recipe": "fmnist-vamp", "budget_minutes": minutes, "seed": seed, "test_nll": nll}
+    row.update(iw_k=k, test_examples=examples)
+    return row | ({"peer": peer, "peer_model": "vamp"} if peer else {})
+
+
+def _comparison(rows):
+    lines = report.peer_comparison(rows)
+    body = [line for line in lines if line.startswith("| `")]
+    assert len(body) == 1, lines
+    return [cell.strip() for cell in body[0].strip("|").split("|")]
+
+
+def test_a_seed_rerun_after_a_code_change_replaces_its_older_row():
+    rows = [
+        _row(232.91, 0),  # seed 0 before the change
+        _row(231.27, 0, peer="pythae"),
+        _row(229.92, 0),  # seed 0 again, newer code
+        _row(229.76, 1),
+        _row(231.51, 1, peer="pythae"),
+    ]
+    cells = _comparison(rows)
+    assert cells[2] == "229.84 (229.76-229.92, 2 seeds)"  # 232.91 is no longer counted
+    assert cells[4] == "231.39 (231.27-231.51, 2 seeds)"
+    assert cells[5] == "+1.55"
+    assert cells[6] == "yes (spread 0.24)"
+
+
+def test_rows_off_the_protocol_and_a_side_without_rows_are_left_out():
+    rows = [_row(200.0, 0, k=100), _row(200.0, 1, examples=500), _row(231.0, 0, peer="pythae")]
+    assert report.peer_comparison(rows) == []
+    cells = _comparison([*rows, _row(230.0, 0)])
+    assert cells[2] == "230.00 (1 seed)" and cells[5] == "+1.00"
+    assert cells[6] == "spread not measured (needs 2 seeds of each)"
