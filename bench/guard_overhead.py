@@ -4,11 +4,11 @@ Side by side on the mlp recipe: vaekit's ``train_step`` against the same step wi
 check, interleaved over 5 repeats of 300 steps. Run: ``python bench/guard_overhead.py``.
 """
 
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from side_by_side import compare
 
 from vaekit.config import load_config
 from vaekit.data import load_dataset, to_model_input
@@ -49,15 +49,10 @@ def main() -> None:
 
     rate(train_step, 30)
     rate(unguarded, 30)
-    guarded, plain = [], []
-    for _ in range(5):
-        guarded.append(rate(train_step))
-        plain.append(rate(unguarded))
-    ratios = [a / b for a, b in zip(guarded, plain, strict=True)]
-    for name, values in (("guarded", guarded), ("unguarded", plain)):
-        print(f"{name} {statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})")
-    print(
-        f"guarded/unguarded {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+    compare(
+        ("unguarded", lambda: rate(unguarded)),
+        ("guarded", lambda: rate(train_step)),
+        unit="samples/s",
     )
 
 

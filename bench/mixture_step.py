@@ -7,12 +7,12 @@ repeats of 100 steps on real Fashion-MNIST batches. Run: ``python bench/mixture_
 [CONFIG]``.
 """
 
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from side_by_side import compare
 
 from vaekit.config import load_config
 from vaekit.data import load_dataset, to_model_input
@@ -45,15 +45,11 @@ def main() -> None:
 
     ms_per_step(None, 10)
     ms_per_step(exact_split, 10)
-    now, before = [], []
-    for _ in range(5):
-        now.append(ms_per_step(None))
-        before.append(ms_per_step(exact_split))
-    ratios = [b / a for a, b in zip(now, before, strict=True)]
-    for name, values in (("split only for free bits", now), ("split every step", before)):
-        spread = f"{min(values):.1f}-{max(values):.1f}"
-        print(f"{name}: {statistics.median(values):.1f} ms/step ({spread})")
-    print(f"speed-up {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+    compare(
+        ("split only for free bits", lambda: ms_per_step(None)),
+        ("split every step", lambda: ms_per_step(exact_split)),
+        unit="ms/step",
+    )
 
 
 if __name__ == "__main__":
