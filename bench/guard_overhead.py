@@ -4,17 +4,12 @@ Side by side on the mlp recipe: vaekit's ``train_step`` against the same step wi
 check, interleaved over 5 repeats of 300 steps. Run: ``python bench/guard_overhead.py``.
 """
 
-import time
 from pathlib import Path
 
-import torch
-from side_by_side import compare
+from side_by_side import RecipeSteps, compare
 
-from vaekit.config import load_config
-from vaekit.data import load_dataset, to_model_input
 from vaekit.objectives import training_loss
-from vaekit.train import checkpoint as ckpt
-from vaekit.train.loop import autocast, make_optimizer, resolve_config, train_step
+from vaekit.train.loop import autocast, train_step
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mlp_fashion_binarized.toml"
 
@@ -30,22 +25,11 @@ def unguarded(model, optimizer, x, cfg, kl_scale):
 
 
 def main() -> None:
-    cfg = load_config(CONFIG)
-    data = load_dataset(cfg.data, "train")
-    cfg = resolve_config(cfg, data)
-    torch.manual_seed(0)
-    model = ckpt.build_model(cfg)
-    opt = make_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(0)
+    bench = RecipeSteps(CONFIG)
 
     def rate(step, steps=300):
-        idx = torch.randint(0, len(data), (steps, 128), generator=gen)
-        start = time.perf_counter()
-        for i in range(steps):
-            xb = data.images.index_select(0, idx[i])
-            x = to_model_input(xb, binarize="dynamic", dequantize=False, generator=gen)
-            step(model, opt, x, cfg, kl_scale=1.0)
-        return steps * 128 / (time.perf_counter() - start)
+        seconds = bench.seconds(lambda m, o, x, c: step(m, o, x, c, kl_scale=1.0), steps)
+        return steps * bench.cfg.train.batch_size / seconds
 
     rate(train_step, 30)
     rate(unguarded, 30)

@@ -8,46 +8,33 @@ repeats of 100 steps on real Fashion-MNIST batches. Run: ``python bench/mixture_
 """
 
 import sys
-import time
 from pathlib import Path
 
-import torch
-from side_by_side import compare
+from side_by_side import RecipeSteps, compare
 
-from vaekit.config import load_config
-from vaekit.data import load_dataset, to_model_input
-from vaekit.train import checkpoint as ckpt
-from vaekit.train.loop import make_optimizer, resolve_config, train_step
+from vaekit.train.loop import train_step
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "fmnist-vamp.toml"
 
 
 def main() -> None:
-    cfg = load_config(sys.argv[1] if len(sys.argv) > 1 else CONFIG)
-    data = load_dataset(cfg.data, "train")
-    cfg = resolve_config(cfg, data)
-    torch.manual_seed(0)
-    model = ckpt.build_model(cfg)
-    opt = make_optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(0)
+    bench = RecipeSteps(sys.argv[1] if len(sys.argv) > 1 else CONFIG)
 
-    def exact_split(x, objective, per_dim):  # the step before: the split at every step
-        return model.elbo(x, objective, True)
+    def now(model, optimizer, x, cfg):
+        train_step(model, optimizer, x, cfg, kl_scale=1.0)
 
-    def ms_per_step(forward, steps=100):
-        idx = torch.randint(0, len(data), (steps, cfg.train.batch_size), generator=gen)
-        start = time.perf_counter()
-        for i in range(steps):
-            xb = data.images.index_select(0, idx[i])
-            x = to_model_input(xb, binarize="dynamic", dequantize=False, generator=gen)
-            train_step(model, opt, x, cfg, kl_scale=1.0, forward=forward)
-        return 1e3 * (time.perf_counter() - start) / steps
+    def before(model, optimizer, x, cfg):  # the split at every step
+        exact = lambda x, objective, per_dim: model.elbo(x, objective, True)  # noqa: E731
+        train_step(model, optimizer, x, cfg, kl_scale=1.0, forward=exact)
 
-    ms_per_step(None, 10)
-    ms_per_step(exact_split, 10)
+    def ms_per_step(step, steps=100):
+        return 1e3 * bench.seconds(step, steps) / steps
+
+    ms_per_step(now, 10)
+    ms_per_step(before, 10)
     compare(
-        ("split only for free bits", lambda: ms_per_step(None)),
-        ("split every step", lambda: ms_per_step(exact_split)),
+        ("split only for free bits", lambda: ms_per_step(now)),
+        ("split every step", lambda: ms_per_step(before)),
         unit="ms/step",
     )
 
