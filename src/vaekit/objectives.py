@@ -174,7 +174,8 @@ def monte_carlo_elbo(model: LatentVariableModel, x: torch.Tensor, per_dim: bool 
     Works for any prior with a density; its KL term is unbiased but noisier than the
     analytic one (Kingma & Welling 2014, eq. 6). ``per_dim`` False skips a mixture prior's
     chain rule (see :func:`vaekit.probability.priors.log_prob_split`): the same ELBO and
-    gradient, at 0.42x the VampPrior recipe's step time, when nothing reads the KL per latent.
+    gradient, at about 0.4x the VampPrior recipe's step time (bench/mixture_step.py), when
+    nothing reads the KL per latent.
     """
     q0, h = model.encode_with_context(x)
     z, log_q = model.through_flow(q0, h, q0.rsample())  # z_T of an IAF posterior
