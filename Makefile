@@ -57,9 +57,11 @@ RECIPES ?= fmnist-vae,fmnist-iwae,fmnist-vamp,fmnist-iaf,fmnist-hvae
 MINUTES ?= 60
 SEEDS ?= 0
 PEER ?=
+# DEVICE=cuda trains and evaluates on the GPU (rows kept apart from the CPU comparison).
+DEVICE ?=
 bench-quality: $(STAMP)
 	$(BIN)/python bench/quality.py --recipes $(RECIPES) --minutes $(MINUTES) --seeds $(SEEDS) \
-		$(if $(PEER),--peer $(PEER)) $(BENCH_ARGS)
+		$(if $(PEER),--peer $(PEER)) $(if $(DEVICE),--device $(DEVICE)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -195,7 +195,7 @@ def quality_section(result: dict[str, Any]) -> list[str]:
             f"{row['test_examples']:,} | {row['test_elbo']:.2f} | {row['epochs']} "
             f"({row.get('best_epoch') or '-'}) | {row['train_seconds'] / 60:.1f} "
             f"({row['budget_minutes']:g}) | {row['commit']}{'+' if row.get('dirty') else ''} | "
-            f"{m['cpu']}, {m['cpu_count']} CPUs |"
+            f"{m['cpu']}, {m['cpu_count']} CPUs{', ' + m['gpu'] if m.get('gpu') else ''} |"
         )
     lines += [
         "",
@@ -231,6 +231,8 @@ def peer_comparison(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:  # rows are in the order they were measured
         if row.get("iw_k") != 5000 or row.get("test_examples") != 10000:
             continue  # only protocol rows are compared
+        if row.get("machine", {}).get("device", "cpu") != "cpu":
+            continue  # pythae's rows are CPU runs: a GPU run is no same-budget peer
         side = row.get("peer") or "vaekit"
         newest[(row["recipe"], row["budget_minutes"], side, row["seed"])] = row
     groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from conftest import FASHION_DIR, needs_fashion, tiny_raw, write_toml
@@ -119,6 +120,11 @@ def test_resume_through_the_cli(trained_run, tmp_path):
         (["train", "{config}", "--set", "train.epochs=ten"], "train.epochs"),
         (["sample", "{missing}"], "no such run directory"),
         (["evaluate", "{missing}"], "no such run directory"),
+        pytest.param(
+            ["evaluate", "{missing}", "--device", "cuda"],
+            "--device: 'cuda', but torch sees no CUDA device",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA"),
+        ),
         (["data", "info", "imagenet"], "imagenet"),
     ],
 )

@@ -257,10 +257,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         diagnostics=not args.no_diagnostics,
         limit=args.limit,
         compile=args.compile,
+        device=args.device,
     )
     print(
         f"{result['dataset']} {result['split']} ({result['examples']} examples, "
-        f"binarization {result['binarization']}, seed {args.seed})"
+        f"binarization {result['binarization']}, seed {args.seed}, on {result['device']})"
     )
     if result.get("model") == "vqvae":
         _print_vq_evaluation(result)
@@ -598,6 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
         "recipe after a few seconds of compiling; needs a C++ compiler, else eager)",
     )
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where the model runs (default auto: the GPU when torch sees one, else the CPU)",
+    )
     p.add_argument(
         "--no-diagnostics",
         action="store_true",

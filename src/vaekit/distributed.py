@@ -58,16 +58,21 @@ def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
-def pick_device(preference: str, local_rank: int = 0, local_processes: int = 1) -> torch.device:
+def pick_device(
+    preference: str, local_rank: int = 0, local_processes: int = 1, what: str = "train.device"
+) -> torch.device:
     """``train.device``: "auto" is this process's own GPU when CUDA is present and there is a
-    GPU for each process on this machine (NCCL needs one each), else the CPU."""
+    GPU for each process on this machine (NCCL needs one each), else the CPU. ``what`` names
+    the setting in the error."""
     if preference == "cpu":
         return torch.device("cpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if preference == "cuda":
+        if gpus == 0:
+            raise ConfigError(f"{what}: 'cuda', but torch sees no CUDA device on this machine")
         if gpus < local_processes:
             raise ConfigError(
-                f"train.device: 'cuda' asked for {local_processes} process(es) on this machine, "
+                f"{what}: 'cuda' asked for {local_processes} process(es) on this machine, "
                 f"but torch sees {gpus} CUDA device(s); NCCL needs one GPU per process"
             )
         return torch.device("cuda", local_rank)

@@ -11,6 +11,7 @@ total (``kl_z1``, ``kl_z2`` ...), as training logs them.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -35,6 +36,7 @@ from vaekit.diagnostics import (
     ladder_estimator,
     seeded_model_inputs,
 )
+from vaekit.distributed import pick_device
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluate_vq import evaluate_vqvae, vq_bound_per_example
 from vaekit.models import VAE, VQVAE, HierarchicalVAE
@@ -356,8 +358,10 @@ def evaluate_model(
         batches = _inputs(model, data, config, binarize, seed, iw_batch)
         result.update(_iw_report(model, config, batches, iw_k, chunk_size, iw_batch, seed, compile))
     if diagnostics:
+        # The diagnostics draw their fixed-seed subsets and quadrature on the CPU, so they
+        # run on a CPU copy of a GPU model (they are a small share of the evaluation).
         result["diagnostics"] = collapse_diagnostics(
-            model,
+            model if _device(model).type == "cpu" else copy.deepcopy(model).cpu(),
             data,
             config,
             seed=seed,
@@ -456,10 +460,16 @@ def evaluate_run(
     diagnostics: bool = True,
     limit: int | None = None,
     compile: bool = False,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint and write the result to ``eval.json`` in the run."""
+    """Evaluate a run's checkpoint and write the result to ``eval.json`` in the run.
+
+    ``device`` is "cpu", "cuda" or "auto" (the GPU when there is one); the result names
+    the device, since importance samples drawn on a GPU come from another random stream.
+    """
     run_dir = Path(run_dir)
-    model = ckpt.load_run(run_dir)
+    where = pick_device(device, what="--device")
+    model = ckpt.load_run(run_dir).to(where)
     result = evaluate_model(
         model,
         model.config,
@@ -473,5 +483,6 @@ def evaluate_run(
         limit=limit,
         compile=compile,
     )
+    result["device"] = where.type
     atomic_write_text(run_dir / ckpt.EVAL_FILE, json.dumps(result, indent=2) + "\n")
     return result

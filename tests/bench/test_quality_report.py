@@ -44,3 +44,14 @@ def test_rows_off_the_protocol_and_a_side_without_rows_are_left_out():
     cells = _comparison([*rows, _row(230.0, 0)])
     assert cells[2] == "230.00 (1 seed)" and cells[5] == "+1.00"
     assert cells[6] == "spread not measured (needs 2 seeds of each)"
+
+
+def test_a_gpu_run_is_listed_but_not_compared_with_the_cpu_peer():
+    gpu = _row(225.0, 0) | {"machine": {"device": "cuda", "gpu": "NVIDIA H200"}}
+    cells = _comparison([_row(230.0, 1), _row(231.0, 0, peer="pythae"), gpu])
+    assert cells[2] == "230.00 (1 seed)" and cells[5] == "+1.00"  # 225.0 is not counted
+    machine = {"cpu": "EPYC", "cpu_count": 16, "device": "cuda", "gpu": "NVIDIA H200"}
+    row = gpu | {"machine": machine, "iw_k": 5000, "test_examples": 10000, "test_elbo": -228.0}
+    row |= {"epochs": 90, "train_seconds": 360.0, "commit": "abc", "budget_minutes": 6}
+    lines = report.quality_section({"rows": [row]})
+    assert any("| **225.00** |" in line and "16 CPUs, NVIDIA H200 |" in line for line in lines)
