@@ -133,14 +133,15 @@ def stop_after_signal() -> None:
     torchrun signals its processes one after another, so a process may stop on a peer's
     signal and receive its own while it waits at the goodbye barrier; with the default
     handler back in place that signal would kill it there and break the barrier for the
-    others. So further stop signals are ignored until the group is left, and a peer that is
-    gone by then is no error: every process's checkpoint is already written.
+    others. So further stop signals are ignored from here until the process exits, and a
+    peer that is gone by then is no error: every process's checkpoint is already written.
+    The signals stay ignored after the group is left because the launcher, once one process
+    has exited, sends SIGTERM to the others, which may still be on their way out.
     """
     global _world
-    ignored: dict[int, Any] = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            ignored[sig] = signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, signal.SIG_IGN)
     except ValueError:  # not the main thread: signals are the main thread's to handle
         pass
     try:
@@ -149,9 +150,6 @@ def stop_after_signal() -> None:
         if not is_collective_failure(err):
             raise
         _world = World(device=_world.device)
-    finally:
-        for sig, handler in ignored.items():
-            signal.signal(sig, handler)
 
 
 def active() -> bool:

@@ -274,7 +274,9 @@ def test_a_second_sigterm_at_the_goodbye_barrier_neither_kills_a_process_nor_bre
 ):
     """torchrun signals its processes in turn: one may stop on its peer's signal and receive its
     own while the two wait at the last barrier. It must still end as a signal stop (exit 143,
-    one line from rank 0), not die there and leave its peer a broken connection."""
+    one line from rank 0), not die there and leave its peer a broken connection. Rank 1 also
+    lingers after leaving the group, so that the SIGTERM torchrun sends it once rank 0 has
+    exited lands on its way out (the CI failure of an earlier version: exitcode -15)."""
     config = write_toml(tmp_path / "c.toml", tiny_raw())
     result = _torchrun(2, str(GOODBYE_WORKER), str(config), str(tmp_path / "run"), timeout=120)
     assert "internal error" not in result.stderr, result.stderr[-3000:]
