@@ -254,7 +254,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(default=128, gt=0)
     lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="cosine: decays to 0 at the end of train.epochs, or of train.max_minutes "
+        "when that is set (fitted after each epoch to the epochs the budget leaves room for)",
+    )
     grad_clip: float | None = Field(default=None, gt=0.0, description="max global grad norm")
     seed: int = 0
     eval_batch_size: int = Field(default=500, gt=0)

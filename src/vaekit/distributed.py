@@ -180,6 +180,12 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     return tensor
 
 
+def rank0_float(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every process: for decisions all of them must take alike, such
+    as stopping on a clock that reads a little differently in each process."""
+    return broadcast_(torch.tensor([value], dtype=torch.float64, device=device)).item()
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` (any picklable object) on every process."""
     if not active():

@@ -15,6 +15,8 @@ from vaekit.errors import ConfigError, RunError
 from vaekit.train import checkpoint as ckpt
 from vaekit.train.loop import (
     EVAL_SEED_OFFSET,
+    _budget_horizon,
+    _load_scheduler,
     _make_scheduler,
     make_ema,
     make_optimizer,
@@ -52,6 +54,63 @@ def test_warmup_then_cosine_decays_to_zero_over_training():
     assert lrs[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
     peak = max(range(total), key=lrs.__getitem__)
     assert 8 <= peak <= 10  # the rise ends where the warm-up does
+
+
+def test_the_budget_horizon_is_the_epochs_that_fit_at_the_mean_epoch_time():
+    # 3 epochs in 30 s: 10 fit in 100 s; 7 were done before this process resumed the run.
+    assert _budget_horizon(3, 30.0, 0, 100.0, steps_per_epoch=5) == 50
+    assert _budget_horizon(3, 30.0, 7, 100.0, steps_per_epoch=5) == 85
+    assert _budget_horizon(3, 30.0, 0, 95.0, steps_per_epoch=5) == 45  # 9.5 fit: 9 whole
+    # Already past the budget (the loop stops now): the horizon is where the run is.
+    assert _budget_horizon(4, 120.0, 0, 100.0, steps_per_epoch=5) == 20
+
+
+def test_a_cosine_under_a_time_budget_decays_to_zero_when_the_budget_ends(tmp_path):
+    # 10,000 epochs would keep a cosine over the epochs at its peak; the 2 s budget stops the
+    # run after a few, and the decay is fitted to those. The horizon is the epochs that fit
+    # at the mean epoch time, the rule the run stops by: the last epoch ends at a rate of 0.
+    train_raw = {"epochs": 10_000, "lr": 1e-3, "lr_schedule": "cosine", "max_minutes": 2 / 60}
+    train(config_from_dict(tiny_raw(train=train_raw)), tmp_path / "run")
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / ckpt.METRICS_FILE).read_text().splitlines()
+    ]
+    assert 2 <= len(records) < 10_000
+    assert records[0]["lr"] > 0.99e-3  # after one epoch of 10,000 the cosine has not moved
+    assert records[-1]["lr"] < 1e-9
+
+
+def test_resume_keeps_the_step_but_takes_the_schedule_from_the_new_config():
+    def scheduler(epochs: int, schedule: str = "cosine") -> torch.optim.lr_scheduler.LRScheduler:
+        config = config_from_dict(tiny_raw(train={"lr": 1.0, "lr_schedule": schedule}))
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        return _make_scheduler(optimizer, config, epochs * 10)
+
+    first = scheduler(epochs=2)
+    for _ in range(15):
+        first.optimizer.step()
+        first.step()
+    first.lr_lambdas[0].horizon = 16  # as a time budget would have left it
+    raised = scheduler(epochs=4)  # resumed with train.epochs raised from 2 to 4
+    _load_scheduler(raised, first.state_dict())
+    assert raised.last_epoch == 15
+    assert raised.lr_lambdas[0].horizon == 40
+    raised.optimizer.step()
+    raised.step()
+    assert raised.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 16 / 40)))
+
+    # A checkpoint from before the schedule was a LambdaLR: torch's CosineAnnealingLR.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    old = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=20)
+    for _ in range(5):
+        optimizer.step()
+        old.step()
+    resumed = scheduler(epochs=2)
+    _load_scheduler(resumed, old.state_dict())
+    resumed.optimizer.step()
+    resumed.step()
+    old.optimizer.step()
+    old.step()
+    assert resumed.get_last_lr()[0] == pytest.approx(old.get_last_lr()[0])
 
 
 def test_grad_clip_scales_the_gradient_to_the_norm_limit(tiny_config):

@@ -9,7 +9,6 @@ resumed run continues exactly where a straight run would be.
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import signal
 import time
@@ -288,33 +287,57 @@ def train_step(
     return StepResult(terms, objective, finite)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """The multiple of ``train.lr`` at optimiser ``step``: a linear rise over the warm-up
-    steps (Goyal et al. 2017), times the cosine decay over all of training when chosen."""
-    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-    if schedule == "cosine":
-        progress = min(step, total_steps) / max(1, total_steps)
-        factor *= 0.5 * (1.0 + math.cos(math.pi * progress))
-    return factor
+class LrSchedule:
+    """The multiple of ``train.lr`` at an optimiser step, LambdaLR's lambda: a linear rise over
+    the warm-up steps (Goyal et al. 2017), times, for "cosine", a cosine decay that reaches 0
+    at ``horizon`` steps.
+
+    The horizon starts at the steps of all ``train.epochs``. Under a ``train.max_minutes``
+    budget the loop moves it after each epoch to the step where the budget will end the run,
+    so that the rate reaches 0 when training stops instead of at an epoch count it never
+    reaches (budget-aware decay, Li et al. 2020, "Budgeted Training").
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, schedule: str) -> None:
+        self.total_steps = total_steps
+        self.warmup_steps = warmup_steps
+        self.schedule = schedule
+        self.horizon = total_steps
+
+    def __call__(self, step: int) -> float:
+        factor = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if self.schedule == "cosine":
+            progress = min(step, self.horizon) / max(1, self.horizon)
+            factor *= 0.5 * (1.0 + math.cos(math.pi * progress))
+        return factor
 
 
 def _make_scheduler(
     optimizer: torch.optim.Optimizer, config: Config, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
+) -> torch.optim.lr_scheduler.LambdaLR | None:
     tc = config.train
-    if tc.lr_warmup_steps:
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            functools.partial(
-                lr_factor,
-                total_steps=total_steps,
-                warmup_steps=tc.lr_warmup_steps,
-                schedule=tc.lr_schedule,
-            ),
-        )
-    if tc.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
-    return None
+    if not tc.lr_warmup_steps and tc.lr_schedule == "constant":
+        return None
+    schedule = LrSchedule(total_steps, tc.lr_warmup_steps, tc.lr_schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _load_scheduler(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]) -> None:
+    """Resume the schedule at the checkpoint's step, keeping this run's steps, warm-up and
+    horizon (LambdaLR would restore the saved ones, and train.epochs may have been raised).
+    A checkpoint of an older vaekit may hold a CosineAnnealingLR's state: the same step count
+    and base rates, which is all that is read from it."""
+    ours = [dict(vars(schedule)) for schedule in scheduler.lr_lambdas]
+    scheduler.load_state_dict({**state, "lr_lambdas": ours})
+
+
+def _budget_horizon(
+    epochs_done: int, spent_s: float, epochs_before: int, budget_s: float, steps_per_epoch: int
+) -> int:
+    """The step at which a ``train.max_minutes`` budget will stop the run: as many epochs as
+    fit at the mean epoch time so far (the rule the loop stops by), never fewer than done."""
+    fit = math.floor(budget_s / (spent_s / epochs_done)) if spent_s > 0 else epochs_done
+    return (epochs_before + max(epochs_done, fit)) * steps_per_epoch
 
 
 def make_ema(model: torch.nn.Module, decay: float | None) -> AveragedModel | None:
@@ -572,7 +595,7 @@ def train(
         assert resumed is not None
         optimizer.load_state_dict(resumed.optimizer)
         if scheduler is not None and resumed.scheduler is not None:
-            scheduler.load_state_dict(resumed.scheduler)
+            _load_scheduler(scheduler, resumed.scheduler)
         torch.set_rng_state(resumed.rng["torch"])
         if device.type == "cuda" and "cuda" in resumed.rng:
             torch.cuda.set_rng_state(resumed.rng["cuda"], device)
@@ -821,9 +844,14 @@ def train(
                     f"{seen / seconds:,.0f} samples/s",
                     soft_wrap=True,
                 )
-                spent = time.perf_counter() - started
-                next_end = spent + spent / (epoch + 1 - start_epoch)  # at the mean epoch time
+                spent = distributed.rank0_float(time.perf_counter() - started, device)
+                done = epoch + 1 - start_epoch
+                next_end = spent + spent / done  # at the mean epoch time
                 budget = 60 * tc.max_minutes if tc.max_minutes is not None else math.inf
+                if scheduler is not None and tc.max_minutes is not None:
+                    horizon = _budget_horizon(done, spent, start_epoch, budget, steps_per_epoch)
+                    for schedule in scheduler.lr_lambdas:
+                        schedule.horizon = min(total_steps, horizon)
                 if next_end > budget and epoch + 1 < tc.epochs:
                     console.print(
                         f"stopping after epoch {epoch + 1}: another epoch would pass "
