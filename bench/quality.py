@@ -39,6 +39,7 @@ RECIPES = (
     "fmnist-iaf",
     "fmnist-hvae",
     "fmnist-vamp-iwae",
+    "fmnist-hvae-iwae",
 )
 # pythae's model of the same kind as each recipe (it has no ladder VAE to set beside hvae).
 PYTHAE_KINDS = {"fmnist-vae": "vae", "fmnist-iwae": "iwae", "fmnist-vamp": "vamp",

@@ -176,10 +176,10 @@ class ModelConfig(_Section):
                 raise ValueError(
                     f"model.latent_dims must list positive sizes, got {self.latent_dims}"
                 )
-            if self.arch not in ("mlp", "conv") or self.posterior != "gaussian":
+            if self.arch not in ("mlp", "gated_mlp", "conv") or self.posterior != "gaussian":
                 raise ValueError(
-                    "model.kind = 'hvae' takes model.arch 'mlp' or 'conv' and the Gaussian "
-                    "posterior of its ladder"
+                    "model.kind = 'hvae' takes model.arch 'mlp', 'gated_mlp' or 'conv' and the "
+                    "Gaussian posterior of its ladder"
                 )
         if self.kind == "vqvae" and self.posterior != "gaussian":
             raise ValueError("model.posterior is the Gaussian VAE's q(z|x), not a VQ-VAE's")

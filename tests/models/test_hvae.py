@@ -94,9 +94,10 @@ def test_one_sample_log_weight_is_the_monte_carlo_elbo_with_the_same_noise(dims)
     torch.testing.assert_close(log_w[0], -(terms.recon + terms.kl), rtol=0, atol=1e-10)
 
 
-def test_log_weights_match_a_hand_written_float64_computation():
+@pytest.mark.parametrize("arch", ["mlp", "gated_mlp"])
+def test_log_weights_match_a_hand_written_float64_computation(arch):
     torch.manual_seed(1)
-    model = tiny((3, 2), width=16).double()
+    model = tiny((3, 2), width=16, arch=arch).double()
     x = binary(4, seed=3).double()
     k = 5
     got = model.log_weights(x, k, generator=torch.Generator().manual_seed(42))
@@ -300,11 +301,35 @@ def test_a_tiny_model_learns_sprites():
     assert kl["kl_z1"].mean() > 0.1 and kl["kl_z2"].mean() > 0.1  # neither layer collapsed
 
 
+def test_a_gated_ladder_gates_every_layer_by_hand():
+    """With arch gated_mlp each deterministic layer is value * sigmoid(gate) of one linear
+    map, with no activation on the value: d_1 from x by hand through [64, 24, 16], d_2 from d_1,
+    and p(z_1 | z_2) through a gated hidden layer of 16."""
+    torch.manual_seed(2)
+    model = tiny((3, 2), width=16, arch="gated_mlp").double()
+    x = binary(5, seed=4).double()
+
+    def gated(h, linear):
+        value, gate = (h @ linear.weight.T + linear.bias).chunk(2, dim=-1)
+        return value * torch.sigmoid(gate)
+
+    with torch.no_grad():
+        d1 = gated(gated(x.flatten(1), model.bottom_up[0][1].linear), model.bottom_up[0][2].linear)
+        torch.testing.assert_close(model.bottom_up[0](x), d1, rtol=0, atol=1e-12)
+        d2 = gated(d1, model.bottom_up[1].linear)
+        torch.testing.assert_close(model.bottom_up[1](d1), d2, rtol=0, atol=1e-12)
+        z2 = torch.randn(7, 2, dtype=torch.float64)
+        td = model.top_down[0]
+        expected = gated(z2, td.body[0].linear) @ td.head.weight.T + td.head.bias
+        torch.testing.assert_close(td(z2), expected, rtol=0, atol=1e-12)
+        assert (d1 < 0).any()  # a linear value, not a ReLU's output
+
+
 # ------------------------------------------------------------------- (f) pictures
 
 
 @pytest.mark.parametrize("likelihood", sorted(LIKELIHOODS))
-@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("arch", ["mlp", "gated_mlp", "conv"])
 def test_samples_and_reconstructions_are_images(arch, likelihood):
     torch.manual_seed(0)
     model = tiny((5, 3), shape=(1, 28, 28), arch=arch, channels=[4, 8], likelihood=likelihood)

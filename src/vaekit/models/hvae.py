@@ -29,6 +29,7 @@ and :meth:`HierarchicalVAE.posterior_means` use that order, :attr:`layer_slices`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
@@ -39,6 +40,7 @@ from torch import nn
 
 from vaekit.config import ModelConfig, ObjectiveConfig
 from vaekit.models.vae import NETS, full_precision, likelihood_of
+from vaekit.nets.gated import GatedLinear, GatedMLPDecoder, _gated_stack
 from vaekit.nets.layers import activation
 from vaekit.nets.mlp import MLPDecoder
 from vaekit.objectives import IWTerms, Terms
@@ -393,7 +395,17 @@ def _bottom_up_blocks(
     cfg: ModelConfig, image_shape: tuple[int, int, int], layers: int, width: int
 ) -> list[nn.Module]:
     """x -> d_1 by the config's encoder net (ending in ``width`` features), then
-    d_i -> d_{i+1} by one dense layer each: the deterministic ladder."""
+    d_i -> d_{i+1} by one dense layer each: the deterministic ladder.
+
+    With ``arch = "gated_mlp"`` every layer of the ladder is a gated linear unit (the layers of
+    the VampPrior paper's two-level model), d_1 included, instead of a linear map and an
+    activation.
+    """
+    if cfg.arch == "gated_mlp":
+        sizes = [math.prod(image_shape), *cfg.hidden, width]
+        first: nn.Module = nn.Sequential(nn.Flatten(), *_gated_stack(sizes, None, cfg.batchnorm))
+        rest = [GatedLinear(width, width, None, cfg.batchnorm) for _ in range(layers - 1)]
+        return [first, *rest]
     enc_cls, _, sizes_key = NETS[cfg.arch]
     first = enc_cls(
         image_shape, list(getattr(cfg, sizes_key)), width, cfg.activation, cfg.batchnorm
@@ -419,18 +431,18 @@ def build_hvae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> Hierarchi
     likelihood = likelihood_of(cfg, image_shape)
     blocks = _bottom_up_blocks(cfg, (c, h, w), len(dims), width)
     heads = [nn.Linear(width, 2 * d) for d in dims]
-    top_down = [
-        MLPDecoder(above, [width], (2 * d,), cfg.activation, cfg.batchnorm)
-        for d, above in pairwise(dims)
-    ]
+    # Gated units gate a linear value, with no activation on it (as in the VampPrior paper).
+    act = None if cfg.arch == "gated_mlp" else cfg.activation
+    td_cls = GatedMLPDecoder if cfg.arch == "gated_mlp" else MLPDecoder
+    top_down = [td_cls(above, [width], (2 * d,), act, cfg.batchnorm) for d, above in pairwise(dims)]
     _, dec_cls, sizes_key = NETS[cfg.arch]
     sizes = list(getattr(cfg, sizes_key))
     out_shape = (c * likelihood.params_per_pixel, h, w)
     decoder = dec_cls(
         dims[0],
-        sizes[::-1] if cfg.arch == "mlp" else sizes,
+        sizes if cfg.arch == "conv" else sizes[::-1],
         out_shape,
-        cfg.activation,
+        act,
         cfg.batchnorm,
     )
     prior = make_prior(
