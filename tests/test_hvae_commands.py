@@ -160,9 +160,10 @@ def test_decoder_bytes_count_the_top_down_nets_each_sample_runs():
     assert decoder_bytes_per_sample(wide) > decoder_bytes_per_sample(narrow) + 4 * 2 * 500
 
 
-def test_vamp_prior_ladder_evaluates_with_the_monte_carlo_kl(tmp_path):
+@pytest.mark.parametrize("arch", ["mlp", "gated_mlp"])  # gated_mlp: the fmnist-hvae-iwae nets
+def test_vamp_prior_ladder_evaluates_with_the_monte_carlo_kl(tmp_path, arch):
     raw = tiny_raw(
-        model={**LADDER, "prior": "vamp", "prior_components": 10},
+        model={**LADDER, "arch": arch, "prior": "vamp", "prior_components": 10},
         objective={"estimator": "iwae", "iw_samples": 2},
         train={"epochs": 1, "num_threads": 1},
     )
