@@ -39,8 +39,8 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig, ObjectiveConfig
-from vaekit.models.vae import NETS, full_precision, likelihood_of
-from vaekit.nets.gated import GatedLinear, GatedMLPDecoder, _gated_stack
+from vaekit.models.vae import NETS, full_precision, likelihood_of, net_activation
+from vaekit.nets.gated import GatedLinear, GatedMLPDecoder, gated_stack
 from vaekit.nets.layers import activation
 from vaekit.nets.mlp import MLPDecoder
 from vaekit.objectives import IWTerms, Terms
@@ -403,7 +403,7 @@ def _bottom_up_blocks(
     """
     if cfg.arch == "gated_mlp":
         sizes = [math.prod(image_shape), *cfg.hidden, width]
-        first: nn.Module = nn.Sequential(nn.Flatten(), *_gated_stack(sizes, None, cfg.batchnorm))
+        first: nn.Module = nn.Sequential(nn.Flatten(), *gated_stack(sizes, None, cfg.batchnorm))
         rest = [GatedLinear(width, width, None, cfg.batchnorm) for _ in range(layers - 1)]
         return [first, *rest]
     enc_cls, _, sizes_key = NETS[cfg.arch]
@@ -431,8 +431,7 @@ def build_hvae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> Hierarchi
     likelihood = likelihood_of(cfg, image_shape)
     blocks = _bottom_up_blocks(cfg, (c, h, w), len(dims), width)
     heads = [nn.Linear(width, 2 * d) for d in dims]
-    # Gated units gate a linear value, with no activation on it (as in the VampPrior paper).
-    act = None if cfg.arch == "gated_mlp" else cfg.activation
+    act = net_activation(cfg)
     td_cls = GatedMLPDecoder if cfg.arch == "gated_mlp" else MLPDecoder
     top_down = [td_cls(above, [width], (2 * d,), act, cfg.batchnorm) for d, above in pairwise(dims)]
     _, dec_cls, sizes_key = NETS[cfg.arch]

@@ -120,14 +120,19 @@ def likelihood_of(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Mod
     )
 
 
+def net_activation(cfg: ModelConfig) -> str | None:
+    """The activation the config's nets apply: none on a gated unit's value, which is linear
+    as in the VampPrior paper; ``cfg.activation`` otherwise."""
+    return None if cfg.arch == "gated_mlp" else cfg.activation
+
+
 def build_vae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
     """A VAE from its config section and the [C, H, W] shape of the data."""
     c, h, w = image_shape
     likelihood = likelihood_of(cfg, image_shape)
     enc_cls, dec_cls, sizes_key = NETS[cfg.arch]
     sizes = list(getattr(cfg, sizes_key))
-    # Gated units gate a linear value, with no activation on it (as in the VampPrior paper).
-    act = None if cfg.arch == "gated_mlp" else cfg.activation
+    act = net_activation(cfg)
     extra = {"blocks": cfg.residual_blocks} if cfg.arch == "resnet_vae" else {}
     flow = None
     if cfg.posterior == "iaf":

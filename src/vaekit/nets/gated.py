@@ -44,7 +44,8 @@ class GatedLinear(nn.Module):
         return self.act(value) * torch.sigmoid(gate)
 
 
-def _gated_stack(sizes: list[int], act: str | None, batchnorm: bool) -> list[nn.Module]:
+def gated_stack(sizes: list[int], act: str | None, batchnorm: bool) -> list[nn.Module]:
+    """Gated layers sizes[0] -> sizes[1] -> ... -> sizes[-1], one per consecutive pair."""
     return [GatedLinear(n_in, n_out, act, batchnorm) for n_in, n_out in pairwise(sizes)]
 
 
@@ -61,7 +62,7 @@ class GatedMLPEncoder(nn.Module):
     ) -> None:
         super().__init__()
         sizes = [math.prod(image_shape), *hidden]
-        self.body = nn.Sequential(nn.Flatten(), *_gated_stack(sizes, act, batchnorm))
+        self.body = nn.Sequential(nn.Flatten(), *gated_stack(sizes, act, batchnorm))
         self.head = nn.Linear(sizes[-1], out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ class GatedMLPDecoder(nn.Module):
         super().__init__()
         sizes = [latent_dim, *hidden]
         self.out_shape = tuple(out_shape)
-        self.body = nn.Sequential(*_gated_stack(sizes, act, batchnorm))
+        self.body = nn.Sequential(*gated_stack(sizes, act, batchnorm))
         self.head = nn.Linear(sizes[-1], math.prod(out_shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
