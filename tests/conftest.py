@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
 
 from vaekit.config import Config, config_from_dict
 
@@ -81,3 +87,35 @@ def serve():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def train_quietly(raw: dict, run: Path) -> None:
+    """Train a raw config into ``run`` in this process, leaving torch's thread count as it was."""
+    from vaekit.train.loop import train
+
+    threads = torch.get_num_threads()
+    try:
+        train(config_from_dict(raw), run, console=Console(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 2e-5) -> None:
+    """The saved weights of two runs agree tensor by tensor."""
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=1e-4, msg=name)
+
+
+def run_vaekit(*args: str, world: int = 1) -> subprocess.CompletedProcess:
+    """``python -m vaekit ARGS`` in a subprocess, under torchrun with ``world`` processes when
+    it is above 1, one thread each; fails the test on a non-zero exit."""
+    launcher = [sys.executable, "-m", "vaekit"]
+    if world > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launcher += ["--nproc_per_node", str(world), "-m", "vaekit"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -6,20 +6,15 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from rich.console import Console
-from safetensors.torch import load_file
 
 import vaekit
-from conftest import tiny_raw, write_toml
+from conftest import assert_same_weights, run_vaekit, tiny_raw, train_quietly, write_toml
 from vaekit.cli import main
 from vaekit.config import config_from_dict
 from vaekit.data import load_dataset
@@ -28,7 +23,6 @@ from vaekit.errors import ConfigError
 from vaekit.evaluate import decoder_bytes_per_sample, evaluate_model, evaluate_run, score_examples
 from vaekit.models import build_hvae
 from vaekit.objectives import iw_log_likelihood
-from vaekit.train.loop import train
 from vaekit.viz.figures import LADDER_SKIPS, load_test_split, posterior_summary
 from vaekit.viz.latents import interpolate, ladder_traversals
 from vaekit.viz.report import build_report
@@ -37,18 +31,10 @@ LADDER = {"kind": "hvae", "latent_dims": [8, 4], "ladder_width": 64}
 RAW = tiny_raw(model=LADDER, objective={"estimator": "monte_carlo"}, train={"num_threads": 1})
 
 
-def _train(raw: dict, run) -> None:
-    threads = torch.get_num_threads()
-    try:
-        train(config_from_dict(raw), run, console=Console(quiet=True))
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("hvae") / "run"
-    _train(RAW, run_dir)
+    train_quietly(RAW, run_dir)
     return run_dir
 
 
@@ -167,7 +153,7 @@ def test_vamp_prior_ladder_evaluates_with_the_monte_carlo_kl(tmp_path, arch):
         objective={"estimator": "iwae", "iw_samples": 2},
         train={"epochs": 1, "num_threads": 1},
     )
-    _train(raw, tmp_path / "vamp")
+    train_quietly(raw, tmp_path / "vamp")
     model = vaekit.load_run(tmp_path / "vamp")
     result = evaluate_model(model, model.config, iw_k=20, limit=150)
     assert result["estimator"] == "monte_carlo"  # a mixture p(z_L) has no closed-form KL
@@ -324,31 +310,13 @@ def test_score_agrees_with_evaluate_and_flags_noise(run, model, tmp_path, capsys
 # --------------------------------------------------------------------------- training
 
 
-def _weights_close(a, b, atol: float = 2e-5) -> None:
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=1e-4, msg=name)
-
-
 def test_resume_continues_to_the_weights_of_an_uninterrupted_run(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    _train(RAW, straight)
+    train_quietly(RAW, straight)
     first = {**RAW, "train": {**RAW["train"], "epochs": 1}}
-    _train(first, resumed)
+    train_quietly(first, resumed)
     assert main(["train", "--resume", str(resumed), "--set", "train.epochs=2"]) == 0
-    _weights_close(straight, resumed, atol=0)
-
-
-def _vaekit(*args: str, world: int = 1) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "vaekit"]
-    if world > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        launcher += ["--nproc_per_node", str(world), "-m", "vaekit"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    assert_same_weights(straight, resumed, atol=0)
 
 
 # An odd global batch (31 / 32 rows and a short last batch) with the Monte Carlo KL, and a
@@ -370,9 +338,9 @@ DDP_CASES = {
 def test_torchrun_on_two_processes_trains_the_weights_of_one(tmp_path, case):
     config = write_toml(tmp_path / "c.toml", DDP_CASES[case])
     one, two = tmp_path / "one", tmp_path / "two"
-    _vaekit("train", str(config), "--run-dir", str(one))
-    _vaekit("train", str(config), "--run-dir", str(two), world=2)
-    _weights_close(one, two)
+    run_vaekit("train", str(config), "--run-dir", str(one))
+    run_vaekit("train", str(config), "--run-dir", str(two), world=2)
+    assert_same_weights(one, two)
     # Validation is split over the processes and all-reduced: one process's numbers, the KL
     # of each layer included (the importance-weighted terms have none to log).
     m1, m2 = (_last_metrics(run) for run in (one, two))

@@ -124,6 +124,12 @@ class ModelConfig(_Section):
     learned_scale: Literal["global", "pixel"] = Field(
         default="global", description="one learned sigma, or one per pixel"
     )
+    pixel_autoregression: Literal["none", "linear"] = Field(
+        default="none",
+        description="bernoulli only; linear: each pixel's logit also gets a learned linear "
+        "function of the pixels before it in raster order (a fully visible sigmoid belief "
+        "net on top of the decoder); pictures then decode pixel by pixel",
+    )
     hidden_channels: int = Field(default=64, gt=0, description="resnet: width of the feature maps")
     residual_blocks: int = Field(default=2, ge=0, description="resnet: blocks at each end")
     residual_channels: int = Field(default=32, gt=0, description="resnet: width inside a block")
@@ -181,6 +187,11 @@ class ModelConfig(_Section):
                     "model.kind = 'hvae' takes model.arch 'mlp', 'gated_mlp' or 'conv' and the "
                     "Gaussian posterior of its ladder"
                 )
+        if self.pixel_autoregression != "none" and self.likelihood != "bernoulli":
+            raise ValueError(
+                "model.pixel_autoregression is for model.likelihood = 'bernoulli', not "
+                f"{self.likelihood!r}"
+            )
         if self.kind == "vqvae" and self.posterior != "gaussian":
             raise ValueError("model.posterior is the Gaussian VAE's q(z|x), not a VQ-VAE's")
         if (self.kind == "vqvae") != (self.arch == "resnet"):

@@ -23,7 +23,7 @@ from vaekit.probability import (
     bits_per_dim,
     make_likelihood,
 )
-from vaekit.probability.likelihoods import MIN_SCALE
+from vaekit.probability.likelihoods import MIN_SCALE, AutoregressiveBernoulli
 
 IMAGE = (2, 3, 4)  # C, H, W
 LEVELS = torch.arange(256, dtype=torch.float64) / 255
@@ -43,8 +43,17 @@ def _params(likelihood, lead: tuple[int, ...], seed: int = 1) -> torch.Tensor:
     return torch.randn(*lead, channels, *IMAGE[1:], generator=_gen(seed), dtype=torch.float64)
 
 
+def _autoregressive(shape=IMAGE, seed: int = 6) -> AutoregressiveBernoulli:
+    """An autoregressive Bernoulli with random weights (it starts at zero, the plain case)."""
+    lik = AutoregressiveBernoulli(shape).double()
+    with torch.no_grad():
+        lik.weight.copy_(2 * torch.randn(lik.weight.shape, generator=_gen(seed)))
+    return lik
+
+
 ALL = [
     Bernoulli(),
+    _autoregressive(),
     Gaussian(0.2),
     GaussianLearnedScale(IMAGE, per_pixel=True),
     GaussianPredictedScale(),
@@ -116,6 +125,98 @@ def test_bernoulli_stable_at_extreme_logits():
     assert torch.isfinite(out).all() and torch.isfinite(logits.grad).all()
     # per pixel x * l - log(1 + e^l): -100, 0, -50, 0, -100, -50
     torch.testing.assert_close(out, torch.tensor([-300.0]))
+
+
+# ---- autoregressive Bernoulli -----------------------------------------------------------------
+
+SMALL = (1, 2, 3)  # six pixels: all 64 binary images can be listed
+
+
+def _all_binary_images(shape=SMALL) -> torch.Tensor:
+    n = math.prod(shape)
+    bits = (torch.arange(2**n)[:, None] >> torch.arange(n)) & 1
+    return bits.double().view(2**n, *shape)
+
+
+def _chain_rule_log_prob(logits, weight, x) -> torch.Tensor:
+    """sum_i log Bernoulli(x_i; logits_i + sum_{j<i} W[j, i] x_j), one pixel at a time."""
+    flat_l, flat_x = logits.flatten(-3), x.flatten(-3)
+    total = torch.zeros(flat_x.shape[:-1], dtype=flat_x.dtype)
+    for i in range(flat_x.shape[-1]):
+        context = sum((weight[j, i] * flat_x[..., j] for j in range(i)), torch.zeros(()))
+        pixel = torch.distributions.Bernoulli(logits=flat_l[..., i] + context)
+        total = total + pixel.log_prob(flat_x[..., i])
+    return total
+
+
+def test_autoregressive_bernoulli_is_the_chain_rule_and_sums_to_one():
+    lik = _autoregressive(SMALL)
+    xs = _all_binary_images()
+    logits = torch.randn(3, 1, *SMALL, generator=_gen(7), dtype=torch.float64)
+    log_p = lik.log_prob(logits, xs)  # [3, 64]: every image under three decoder outputs
+    torch.testing.assert_close(log_p, _chain_rule_log_prob(logits, lik.weight, xs))
+    torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(3, dtype=torch.float64))
+
+
+def test_autoregressive_bernoulli_starts_as_the_independent_bernoulli():
+    lik = AutoregressiveBernoulli(IMAGE).double()
+    logits = _params(Bernoulli(), (4, 3))
+    x = torch.bernoulli(torch.full((3, *IMAGE), 0.4, dtype=torch.float64), generator=_gen(8))
+    torch.testing.assert_close(lik.log_prob(logits, x), Bernoulli().log_prob(logits, x))
+    torch.testing.assert_close(lik.mean(logits), torch.sigmoid(logits))
+
+
+def test_autoregressive_bernoulli_learns_only_the_causal_weights():
+    lik = _autoregressive(SMALL)
+    xs = _all_binary_images()
+    lik.log_prob(torch.zeros(1, *SMALL, dtype=torch.float64), xs).sum().backward()
+    grad = lik.weight.grad
+    assert torch.all(grad.tril() == 0)  # pixel j never feeds a pixel at or before it
+    upper = torch.ones(6, 6, dtype=torch.bool).triu(1)
+    assert torch.all(grad[upper].abs() > 0)
+
+
+def test_autoregressive_bernoulli_samples_follow_its_pmf():
+    lik = _autoregressive(SMALL, seed=9)
+    logits = torch.randn(1, *SMALL, generator=_gen(10), dtype=torch.float64)
+    n = 40_000
+    samples = lik.sample(logits.expand(n, *SMALL), generator=_gen(11))
+    assert set(samples.unique().tolist()) <= {0.0, 1.0}
+    codes = (samples.flatten(1) * 2 ** torch.arange(6)).sum(1).long()
+    observed = torch.bincount(codes, minlength=64).double()
+    expected = n * lik.log_prob(logits, _all_binary_images()).exp().detach()
+    keep = expected >= 5  # Pearson chi-square on well-filled outcomes
+    assert observed[~keep].sum() <= max(20.0, 3 * expected[~keep].sum())
+    chi2 = ((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum().item()
+    df = max(int(keep.sum()) - 1, 1)
+    assert chi2 < df + 6 * math.sqrt(2 * df) + 10
+
+
+def test_autoregressive_bernoulli_mean_follows_the_more_likely_pixels():
+    lik = _autoregressive(SMALL, seed=12)
+    logits = torch.randn(5, 1, *SMALL, generator=_gen(13), dtype=torch.float64)
+    mean = lik.mean(logits).flatten(1)
+    chosen = (mean > 0.5).double()
+    # Pixel i's probability given the more likely value of each pixel before it, by hand.
+    for i in range(6):
+        context = (chosen[:, :i] * lik.weight[:i, i]).sum(1)
+        expected = torch.sigmoid(logits.flatten(1)[:, i] + context).detach()
+        torch.testing.assert_close(mean[:, i], expected)
+
+
+def test_autoregressive_bernoulli_refuses_another_image_shape():
+    with pytest.raises(ValueError, match="image shape"):
+        _autoregressive(SMALL).log_prob(torch.zeros(2, 1, 3, 2), torch.zeros(2, 1, 3, 2))
+
+
+def test_pixel_autoregression_is_for_the_bernoulli_only():
+    built = make_likelihood("bernoulli", image_shape=IMAGE, pixel_autoregression="linear")
+    assert isinstance(built, AutoregressiveBernoulli) and built.weight.shape == (24, 24)
+    assert type(make_likelihood("bernoulli", image_shape=IMAGE)) is Bernoulli
+    with pytest.raises(ConfigError, match="bernoulli"):
+        make_likelihood("gaussian", image_shape=IMAGE, pixel_autoregression="linear")
+    with pytest.raises(ConfigError, match="pixel_autoregression"):
+        make_likelihood("bernoulli", image_shape=IMAGE, pixel_autoregression="pixelcnn")
 
 
 # ---- Gaussians -------------------------------------------------------------------------------

@@ -117,6 +117,7 @@ def likelihood_of(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Mod
         image_shape=tuple(image_shape),
         gaussian_scale=cfg.gaussian_scale,
         learned_scale=cfg.learned_scale,
+        pixel_autoregression=cfg.pixel_autoregression,
     )
 
 
