@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format clean bench bench-ddp bench-quality
+.PHONY: install demo test lint format clean bench bench-ddp bench-precision bench-quality
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ bench: $(STAMP)
 # under torchrun; bench/results/cpu-ddp.json and BENCHMARKS.md. BENCH_ARGS e.g. "--repeats 5".
 bench-ddp: $(STAMP)
 	$(BIN)/python bench/ddp.py $(BENCH_ARGS)
+
+# Does bf16 training cost likelihood? The mlp workload, 20 epochs in fp32 and in bf16, each
+# scored by the test IW-NLL (K = 5000, 2,000 test images); not part of CI.
+bench-precision: $(STAMP)
+	$(BIN)/python bench/precision.py $(BENCH_ARGS)
 
 # Model quality (not part of CI): each recipe trained for MINUTES of wall clock, then its test
 # NLL with K = 5000; rows accumulate in bench/results/quality.json and BENCHMARKS.md.

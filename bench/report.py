@@ -52,6 +52,8 @@ def section(result: dict[str, Any]) -> list[str]:
         return ddp_section(result)
     if result.get("kind") == "quality":
         return quality_section(result)
+    if result.get("kind") == "precision":
+        return precision_section(result)
     lines = [
         f"## {result['name']}",
         "",
@@ -162,6 +164,47 @@ def ddp_section(result: dict[str, Any]) -> list[str]:
         "adds a gradient all-reduce (gloo) per step. Two processes against one with 1 thread: "
         f"{_ratio(ratios.get('2proc-torchrun/1proc-1thread'))}."
         + (f" Peak RSS: {rss}." if rss else " Peak RSS: not measured."),
+        "",
+    ]
+    return lines
+
+
+def precision_section(result: dict[str, Any]) -> list[str]:
+    """fp32 against bf16 training of one model (bench/precision.py): test IW-NLL and speed."""
+    settings = result["settings"]
+    commit = result.get("commit") or "unknown"
+    lines = [
+        f"## {result['name']}",
+        "",
+        _machine(result)
+        + f"; commit {commit[:12]}{' with uncommitted changes' if result.get('dirty') else ''}"
+        + (" (QUICK smoke run: numbers not representative)" if result.get("quick") else "")
+        + ".",
+        "",
+        f"`make bench-precision` (`bench/precision.py`): `{settings['config']}` trained for "
+        f"{settings['epochs']} epochs with `train.precision` fp32 and bf16 (autocast: the "
+        "weights, the optimizer and the probability terms stay fp32), same seed, then scored "
+        f"in fp32 by `vaekit evaluate --iw {settings['iw_k']} --binarization dynamic --seed 0` "
+        f"on the first {settings['test_limit']:,} test images. Training samples/s: the median "
+        "over epochs.",
+        "",
+        "| precision | test IW-NLL (nats) | test ELBO | training samples/s | training seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, run in result["runs"].items():
+        lines.append(
+            f"| {name} | **{run['test_iw_nll']:.2f}** | {run['test_elbo']:.2f} | "
+            f"{run['samples_per_s']:,.0f} | {run['train_seconds']:.0f} |"
+        )
+    diff = result["nll_bf16_minus_fp32"]
+    lines += [
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        f"| bf16 test IW-NLL within {result['target_nats']:g} nats of fp32 | "
+        f"{diff:+.2f} nats (bf16 - fp32); bf16 trains "
+        f"{result['speed_bf16_over_fp32']:.2f}x as many samples/s | "
+        f"{'yes' if result['met'] else 'no'} |",
         "",
     ]
     return lines

@@ -108,9 +108,9 @@ class AutoregressiveBernoulli(nn.Module):
 
     logit_i = params_i + sum_{j<i} W_ji x_j over the C*H*W pixels flattened in (C, H, W)
     order: the decoder's logits plus a fully visible sigmoid belief net (Frey 1998). Given z,
-    the independent Bernoulli cannot express that neighbouring pixels switch on together (an
-    edge a pixel further left or right); this term can, and costs one [D, D] matrix product
-    per image, shared by all the importance samples of that image. W starts at zero, so an
+    independent pixels cannot say that neighbours switch on together (where exactly an edge
+    runs); this term can. It costs one [D, D] matrix product per image, shared by all the
+    importance samples of that image. W starts at zero, so an
     untrained model is the plain Bernoulli. ``mean`` and ``sample`` decode pixel by pixel.
     """
 
