@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import machine
 import report
 from ddp import data_settings, git_commit
+from quality import protocol_evaluation, run_vaekit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -34,23 +34,13 @@ PRECISIONS = ("fp32", "bf16")
 TARGET_NATS = 0.5
 
 
-def _vaekit(*args: str, log) -> float:
-    """Run ``python -m vaekit ARGS`` (its output to our stderr); its wall seconds."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "vaekit", *args], cwd=ROOT, check=True, stdout=sys.stderr)
-    seconds = time.perf_counter() - started
-    log(f"  vaekit {args[0]}: {seconds:.0f} s")
-    return seconds
-
-
 def train_and_score(precision: str, run: Path, args, sets: list[str], log) -> dict[str, Any]:
     """One contender: train at ``precision``, evaluate in fp32; its numbers."""
     overrides = [*sets, f"train.precision={precision}"]
     train = ["train", str(CONFIG), "--run-dir", str(run)]
-    train_seconds = _vaekit(*train, *[a for s in overrides for a in ("--set", s)], log=log)
-    evaluate = ["evaluate", str(run), "--iw", str(args.iw), "--binarization", "dynamic"]
-    evaluate += ["--seed", "0", "--no-diagnostics", "--limit", str(args.test_limit)]
-    eval_seconds = _vaekit(*evaluate, log=log)
+    train_seconds = run_vaekit(*train, *[a for s in overrides for a in ("--set", s)], log=log)
+    evaluation = protocol_evaluation(run, args.iw, args.test_limit, "cpu")
+    eval_seconds = run_vaekit(*evaluation, log=log)
     result = json.loads((run / "eval.json").read_text())
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {
@@ -95,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     sets = [*data_settings(args.quick), f"train.epochs={args.epochs}"]
-    sets += [f"train.seed={args.seed}", "train.progress=false"]
+    sets += [f"train.seed={args.seed}", "train.progress=false", "train.device=cpu"]
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="vaekit-precision-") as tmp:
         for precision in PRECISIONS:

@@ -64,7 +64,7 @@ def _git(*args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def _vaekit(*args: str, log) -> float:
+def run_vaekit(*args: str, log) -> float:
     """Run a vaekit command (its progress goes to our stderr); returns its wall seconds."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "vaekit", *args], cwd=ROOT)
@@ -73,6 +73,14 @@ def _vaekit(*args: str, log) -> float:
     seconds = time.perf_counter() - start
     log(f"  vaekit {args[0]}: {seconds:.0f} s")
     return seconds
+
+
+def protocol_evaluation(run: Path, iw: int, limit: int | None, device: str) -> list[str]:
+    """The `vaekit evaluate` arguments of the protocol: K-sample IW-NLL on the test set
+    binarized once with seed 0, no diagnostics; ``limit`` scores only the first images."""
+    args = ["evaluate", str(run), "--iw", str(iw), "--binarization", "dynamic", "--seed", "0"]
+    args += ["--no-diagnostics", "--device", device]
+    return args + (["--limit", str(limit)] if limit else [])
 
 
 def _provenance(args) -> dict[str, Any]:
@@ -103,12 +111,10 @@ def run_recipe(recipe: str, seed: int, args, log) -> dict[str, Any]:
         "--set", "train.progress=false",
         "--set", f"train.device={args.device}",
     ]  # fmt: skip
-    train_seconds = _vaekit("train", str(config), "--run-dir", str(run), *settings, log=log)
-    evaluate = ["evaluate", str(run), "--iw", str(args.iw), "--binarization", "dynamic"]
-    evaluate += ["--seed", "0", "--no-diagnostics", "--device", args.device]
-    if args.test_limit:
-        evaluate += ["--limit", str(args.test_limit)]
-    eval_seconds = _vaekit(*evaluate, log=log)
+    train_seconds = run_vaekit("train", str(config), "--run-dir", str(run), *settings, log=log)
+    eval_seconds = run_vaekit(
+        *protocol_evaluation(run, args.iw, args.test_limit, args.device), log=log
+    )
     result = json.loads((run / "eval.json").read_text())
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {

@@ -46,6 +46,16 @@ def _machine(result: dict[str, Any]) -> str:
     )
 
 
+def _commit(result: dict[str, Any]) -> str:
+    """ "; commit ABC" of a result, marked when the tree had uncommitted changes."""
+    commit = (result.get("commit") or "unknown")[:12]
+    return f"; commit {commit}{' with uncommitted changes' if result.get('dirty') else ''}"
+
+
+def _quick(result: dict[str, Any]) -> str:
+    return " (QUICK smoke run: numbers not representative)" if result.get("quick") else ""
+
+
 def section(result: dict[str, Any]) -> list[str]:
     """The Markdown for one results file."""
     if result.get("kind") == "ddp":
@@ -59,7 +69,7 @@ def section(result: dict[str, Any]) -> list[str]:
         "",
         _machine(result)
         + f"; precision {result['precision']}; {result['repeats']} repeats"
-        + (" (QUICK smoke run: numbers not representative)" if result.get("quick") else "")
+        + _quick(result)
         + f"; pythae: {result.get('pythae', '-')}.",
         "",
         "Medians with (min-max) over the repeats; ratios are taken per repeat (the contenders "
@@ -122,16 +132,15 @@ def section(result: dict[str, Any]) -> list[str]:
 def ddp_section(result: dict[str, Any]) -> list[str]:
     """One process against two under torchrun (bench/ddp.py): samples/s, ratio, wall time."""
     settings = result["settings"]
-    commit = result.get("commit") or "unknown"
     lines = [
         f"## {result['name']}",
         "",
         _machine(result)
-        + f"; commit {commit[:12]}{' with uncommitted changes' if result.get('dirty') else ''}"
+        + _commit(result)
         + f"; `{settings['config']}`, batch {settings['batch']}, epochs {settings['epochs']}"
         + (f", `--set {' '.join(settings['set'])}`" if settings.get("set") else "")
         + f"; {result['repeats']} repeats"
-        + (" (QUICK smoke run: numbers not representative)" if result.get("quick") else "")
+        + _quick(result)
         + ".",
         "",
         "Data-parallel training (`make bench-ddp`, `bench/ddp.py`): training samples/s that "
@@ -172,14 +181,10 @@ def ddp_section(result: dict[str, Any]) -> list[str]:
 def precision_section(result: dict[str, Any]) -> list[str]:
     """fp32 against bf16 training of one model (bench/precision.py): test IW-NLL and speed."""
     settings = result["settings"]
-    commit = result.get("commit") or "unknown"
     lines = [
         f"## {result['name']}",
         "",
-        _machine(result)
-        + f"; commit {commit[:12]}{' with uncommitted changes' if result.get('dirty') else ''}"
-        + (" (QUICK smoke run: numbers not representative)" if result.get("quick") else "")
-        + ".",
+        _machine(result) + _commit(result) + _quick(result) + ".",
         "",
         f"`make bench-precision` (`bench/precision.py`): `{settings['config']}` trained for "
         f"{settings['epochs']} epochs with `train.precision` fp32 and bf16 (autocast: the "
