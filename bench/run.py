@@ -20,7 +20,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = HERE / ".cache"
-ALL_WORKLOADS = ("mlp", "conv", "iw-eval", "vqvae")
+ALL_WORKLOADS = ("mlp", "conv", "iw-eval", "iw-eval-compiled", "vqvae")
+# iw-eval-compiled is iw-eval through `vaekit evaluate --compile` (torch.compile).
 
 # Full and --quick sizes: timed steps and warm-up steps. "config" is the recipe under configs/
 # (default the mlp one); the vqvae warm-up covers its k-means codebook initialisation.
@@ -195,11 +196,13 @@ def _brief(runs) -> str:
     return ", ".join(parts)
 
 
-def bench_iw(args, log) -> dict[str, Any]:
-    """IW-NLL images/s over the test images, in blocks alternating with its limit."""
+def bench_iw(args, log, *, compile: bool = False) -> dict[str, Any]:
+    """IW-NLL images/s over the test images, in blocks alternating with its limit; with
+    ``compile`` through torch.compile as ``vaekit evaluate --compile`` runs it."""
     cfg = dict(IW_QUICK if args.quick else IW)
     spec = {
         **cfg,
+        "compile": compile,
         "task": "vaekit-iw",
         "device": args.device,
         "precision": args.precision,
@@ -218,8 +221,9 @@ def bench_iw(args, log) -> dict[str, Any]:
             a / b for a, b in zip(result["images_per_s"], result["limit_images_per_s"], strict=True)
         ]
         out["ratio_vs_limit"] = summary(ratios)
+    name = "iw-eval-compiled" if compile else "iw-eval"
     log(
-        f"  iw-eval: {out['images_per_s']['median']:,.1f} images/s, "
+        f"  {name}: {out['images_per_s']['median']:,.1f} images/s, "
         f"{result['seconds']:.1f} s for {result['images']} images"
     )
     return out
@@ -290,7 +294,7 @@ def bench_scaling(args, log) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", default="mlp,conv,iw-eval,vqvae")
+    parser.add_argument("--workloads", default="mlp,conv,iw-eval,iw-eval-compiled,vqvae")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in TRAIN:
             result["workloads"][name] = bench_train(name, args, pythae_python, images_path, log)
         else:
-            result["workloads"][name] = bench_iw(args, log)
+            result["workloads"][name] = bench_iw(args, log, compile=name == "iw-eval-compiled")
     if args.scaling:
         log("scaling ...")
         result["scaling"] = bench_scaling(args, log)
