@@ -1,8 +1,10 @@
-"""Side-by-side speed trials: torch.compile (mlp, conv), channels_last (conv), threads (mlp).
+"""Side-by-side speed trials: torch.compile (mlp, conv), channels_last (conv), threads (mlp),
+and torch.compile of a recipe's whole ELBO (``compile-elbo``: forward, likelihood and prior).
 
 Each contender trains through bench/workloads.Trainer (vaekit's own step); repeats interleave
 the contenders; medians and per-repeat ratios are printed.
-Run: ``python bench/trials.py [compile-mlp] [compile-conv] [channels-last] [threads]``.
+Run: ``python bench/trials.py [compile-mlp] [compile-conv] [channels-last] [threads]
+[compile-elbo]``.
 """
 
 import statistics
@@ -12,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
-from workloads import CONFIG, Trainer
+from workloads import CONFIG, CONFIGS, Trainer
 
 
 def rate(tr, steps):
@@ -69,6 +71,37 @@ def channels_last():
     return tr
 
 
+def compile_elbo(config: str, steps: int) -> None:
+    """vaekit's train_step with the recipe's ELBO eager, then through torch.compile, each on
+    its own copy of the model (same seed), interleaved; training samples/s."""
+    from side_by_side import RecipeSteps
+    from side_by_side import compare as compare_pair
+
+    from vaekit.train.loop import train_step
+
+    eager, comp = RecipeSteps(CONFIGS / config), RecipeSteps(CONFIGS / config)
+    elbo = torch.compile(comp.model.elbo)
+
+    def plain(m, o, x, c):
+        return train_step(m, o, x, c, kl_scale=0.5)
+
+    def compiled_step(m, o, x, c):
+        return train_step(m, o, x, c, kl_scale=0.5, forward=elbo)
+
+    start = time.perf_counter()
+    comp.seconds(compiled_step, 3)
+    print(f"{config}: compile + 3 steps {time.perf_counter() - start:.1f} s", flush=True)
+    eager.seconds(plain, 10)
+    comp.seconds(compiled_step, 10)
+    rows = steps * eager.cfg.train.batch_size
+    compare_pair(
+        ("eager", lambda: rows / eager.seconds(plain, steps)),
+        ("compiled ELBO", lambda: rows / comp.seconds(compiled_step, steps)),
+        "samples/s",
+        repeats=3,
+    )
+
+
 which = sys.argv[1:] or ["compile-mlp", "compile-conv", "channels-last", "threads"]
 if "compile-mlp" in which:
     compare("mlp torch.compile(encoder, decoder)", mlp, compiled(mlp), 300)
@@ -76,6 +109,9 @@ if "compile-conv" in which:
     compare("conv torch.compile(encoder, decoder)", conv, compiled(conv), 40)
 if "channels-last" in which:
     compare("conv channels_last", conv, channels_last, 40)
+if "compile-elbo" in which:
+    compile_elbo("mlp_fashion_binarized.toml", 300)
+    compile_elbo("fmnist-vamp-iwae.toml", 100)
 if "threads" in which:
     torch.set_num_threads(2)
     a = mlp()
