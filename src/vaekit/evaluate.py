@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from vaekit.atomic import atomic_write_text
+from vaekit.compiling import CompiledOrEager
 from vaekit.config import Config, ObjectiveConfig
 from vaekit.data import load_dataset
 from vaekit.data.pipeline import ImageData, binarize_static
@@ -144,7 +145,7 @@ def _elbo_terms(
     return elbo_pass(model, batches, _elbo_objective(model, config.objective), seed)
 
 
-class CompiledLogLikelihood:
+class CompiledLogLikelihood(CompiledOrEager):
     """log p(x|z) of a model through ``torch.compile``, falling back to eager on failure.
 
     Inductor fuses the decoder's bias and ReLU into its matrix products and the likelihood's
@@ -154,20 +155,7 @@ class CompiledLogLikelihood:
     """
 
     def __init__(self, model: VAE) -> None:
-        self.eager = decoder_log_likelihood(model)
-        self.compiled: Any = torch.compile(self.eager, dynamic=False)
-
-    def __call__(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.compiled is not None:
-            try:
-                return self.compiled(z, x)
-            except Exception as err:  # no compiler, unsupported op: eager gives the same numbers
-                print(
-                    f"vaekit: torch.compile unavailable ({type(err).__name__}); evaluating eagerly",
-                    file=sys.stderr,
-                )
-                self.compiled = None
-        return self.eager(z, x)
+        super().__init__(decoder_log_likelihood(model), "evaluating", dynamic=False)
 
 
 def _iw_values(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.progress import (
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vaekit import distributed
+from vaekit.compiling import CompiledOrEager
 from vaekit.config import Config, check_image_shape
 from vaekit.data import ImageData, iterate_batches, load_dataset, resolve_name, to_model_input
 from vaekit.data.pipeline import batch_indices
@@ -243,7 +243,7 @@ class StepResult:
     finite: bool
 
 
-class CompiledELBO:
+class CompiledELBO(CompiledOrEager):
     """``model.elbo`` through torch.compile (``train.compile``), eager after a failure.
 
     Inductor fuses the elementwise work around the products: the reparameterization, the
@@ -254,20 +254,7 @@ class CompiledELBO:
     """
 
     def __init__(self, model: VAE | VQVAE) -> None:
-        self.eager = model.elbo
-        self.compiled: Any = torch.compile(model.elbo)
-
-    def __call__(self, x: torch.Tensor, objective: Any, per_dim: bool) -> Any:
-        if self.compiled is not None:
-            try:
-                return self.compiled(x, objective, per_dim)
-            except Exception as err:  # no compiler, unsupported op: eager trains the same model
-                print(
-                    f"vaekit: torch.compile unavailable ({type(err).__name__}); training eagerly",
-                    file=sys.stderr,
-                )
-                self.compiled = None
-        return self.eager(x, objective, per_dim)
+        super().__init__(model.elbo, "training")
 
 
 def train_step(
