@@ -27,6 +27,11 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (ru_minflt): pages the kernel mapped anew."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def facts(device: str) -> dict[str, Any]:
     """CPU model, cores, torch threads and version, and the GPU when ``device`` is cuda."""
     import torch

@@ -18,7 +18,7 @@ from typing import Any
 
 import limits
 import torch
-from machine import peak_rss_mb
+from machine import minor_faults, peak_rss_mb
 
 import nets
 
@@ -88,10 +88,14 @@ class Trainer:
         *,
         batch: int | None = None,
         latent: int | None = None,
+        reuse_memory: bool = True,
     ) -> None:
+        from vaekit.allocator import reuse_freed_memory
         from vaekit.data import load_dataset
         from vaekit.train.loop import make_optimizer, prepare_for_training, resolve_config
 
+        if reuse_memory:
+            reuse_freed_memory()  # as vaekit.train.loop.train does
         self.device = torch.device(device)
         cfg = load_config(config, precision, batch=batch, latent=latent)
         data = load_dataset(cfg.data, "train")
@@ -189,6 +193,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
         spec["device"],
         batch=spec["batch"],
         latent=spec.get("latent"),
+        reuse_memory=spec.get("reuse_memory", True),
     )
     trainer.run(spec["warmup"])
     rates, limit_rates = [], []
@@ -198,8 +203,11 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     ops = [train_limit_ops(trainer, cl) for cl in layouts] if spec.get("limit", True) else None
     batch = spec["batch"]
     rss = None
+    faults = 0
     for r in range(spec["inner"]):
+        before = minor_faults()
         rates.append(trainer.timed(spec["steps"]))
+        faults += minor_faults() - before
         if r == 0:
             rss = peak_rss_mb()  # before the limit's buffers exist: vaekit's own footprint
         if ops is not None:
@@ -208,6 +216,7 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "samples_per_s": rates,
         "peak_rss_mb": rss,
+        "minor_faults_per_step": faults / (spec["inner"] * spec["steps"]),
         "data": trainer.cfg.data.name,
     }
     if ops is not None:
@@ -224,16 +233,27 @@ def train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 def iw_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """IW-NLL images/s over the test images in blocks, with the decoder-product limit between;
     ``spec["compile"]`` evaluates as ``vaekit evaluate --compile`` does."""
+    from vaekit.allocator import reuse_freed_memory
     from vaekit.data import load_dataset
     from vaekit.diagnostics import seeded_model_inputs
     from vaekit.evaluate import iw_batch_size
     from vaekit.objectives import iw_log_likelihood
 
+    if spec.get("reuse_memory", True):
+        reuse_freed_memory()  # as vaekit.evaluate.evaluate_model does
     device = torch.device(spec["device"])
     k, chunk = spec["k"], spec["chunk"]
     precision = spec["precision"]
     if spec.get("train_steps", 0):
-        trainer = Trainer(CONFIG, "mlp", "fp32", spec["device"], batch=128, latent=32)
+        trainer = Trainer(
+            CONFIG,
+            "mlp",
+            "fp32",
+            spec["device"],
+            batch=128,
+            latent=32,
+            reuse_memory=spec.get("reuse_memory", True),
+        )
         trainer.run(spec["train_steps"])
         model, cfg = trainer.model, trainer.cfg
         del trainer.images
@@ -291,12 +311,14 @@ def iw_worker(spec: dict[str, Any]) -> dict[str, Any]:
         )
     rates, limit_rates, values = [], [], []
     total_seconds = 0.0
+    faults = 0
     with torch.no_grad():
         for b in range(blocks):
             part = inputs[b * per_block : (b + 1) * per_block]
             if not part:
                 continue
             _sync(device)
+            before = minor_faults()
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 for x in part:
@@ -312,6 +334,7 @@ def iw_worker(spec: dict[str, Any]) -> dict[str, Any]:
                     )
             _sync(device)
             seconds = time.perf_counter() - start
+            faults += minor_faults() - before
             total_seconds += seconds
             rates.append(sum(len(x) for x in part) / seconds)
             if ops is not None:
@@ -322,6 +345,7 @@ def iw_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "images_per_s": rates,
         "seconds": total_seconds,
         "images": sum(len(v) for v in values),
+        "minor_faults_per_image": faults / max(1, sum(len(v) for v in values)),
         "k": k,
         "chunk": chunk,
         "iw_batch": batch,

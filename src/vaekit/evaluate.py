@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from vaekit.allocator import reuse_freed_memory
 from vaekit.atomic import atomic_write_text
 from vaekit.compiling import CompiledOrEager
 from vaekit.config import Config, ObjectiveConfig
@@ -291,6 +292,7 @@ def evaluate_model(
     decoder and likelihood through ``torch.compile`` (faster for large K). The ELBO pass and
     the importance-sampling pass see the same test inputs.
     """
+    reuse_freed_memory()  # importance-sampling chunks free and re-allocate tens of MiB each
     binarize = resolve_binarization(config, binarization)
     if iw_k is not None and iw_k < 1:
         raise ConfigError(f"iw_k must be a positive number of importance samples, got {iw_k}")
@@ -389,6 +391,7 @@ def score_examples(
     "static" binarization uses images that are already binary as they are and otherwise
     samples them once with a seed derived from ``seed``.
     """
+    reuse_freed_memory()
     if tuple(data.shape) != tuple(model.image_shape):
         have = "x".join(map(str, data.shape))
         want = "x".join(map(str, model.image_shape))

@@ -275,6 +275,19 @@ def test_compiled_elbo_step_gives_the_eager_loss_and_gradients():
         assert torch.allclose(g_compiled, g_eager, rtol=1e-3, atol=1e-5)
 
 
+def test_compiled_elbo_runs_a_batch_of_another_size_eagerly():
+    # The epoch's smaller last batch must not trigger a second compile for its shape.
+    config = config_from_dict(tiny_raw())
+    cfg = resolve_config(config, load_dataset(config.data, "train"))
+    forward = CompiledELBO(ckpt.build_model(cfg))
+    calls: list[tuple[str, int]] = []
+    forward.compiled = lambda x, *rest: calls.append(("compiled", len(x)))
+    forward.eager = lambda x, *rest: calls.append(("eager", len(x)))
+    for rows in (8, 8, 5, 8):
+        forward(torch.zeros(rows, *cfg.image_shape), cfg.objective, False)
+    assert calls == [("compiled", 8), ("compiled", 8), ("eager", 5), ("compiled", 8)]
+
+
 def test_train_compile_is_refused_under_torchrun():
     from vaekit.distributed import World
     from vaekit.train.loop import _check_world

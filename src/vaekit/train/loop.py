@@ -29,6 +29,7 @@ from rich.progress import (
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vaekit import distributed
+from vaekit.allocator import reuse_freed_memory
 from vaekit.compiling import CompiledOrEager
 from vaekit.config import Config, check_image_shape
 from vaekit.data import ImageData, iterate_batches, load_dataset, resolve_name, to_model_input
@@ -251,10 +252,23 @@ class CompiledELBO(CompiledOrEager):
     makes the VampPrior recipe's step 1.22x faster on 2 CPU cores; a plain MLP VAE gains
     nothing. Its random draws come from Inductor's generator, not eager's: the same
     distribution, a different stream. Without a C++ compiler the step runs eagerly.
+
+    It compiles for the first batch's size only: a batch of another size (the smaller last
+    batch of an epoch) runs eagerly, one step an epoch, instead of paying for a second,
+    dynamic-shape compile (tens of seconds on a cold cache) and running every full batch
+    through the dynamic graph.
     """
 
     def __init__(self, model: VAE | VQVAE) -> None:
-        super().__init__(model.elbo, "training")
+        super().__init__(model.elbo, "training", dynamic=False)
+        self.rows: int | None = None
+
+    def __call__(self, x: torch.Tensor, *args: Any) -> Any:
+        if self.rows is None:
+            self.rows = x.shape[0]
+        if x.shape[0] != self.rows:
+            return self.eager(x, *args)
+        return super().__call__(x, *args)
 
 
 def train_step(
@@ -565,6 +579,7 @@ def train(
     training, step for step, as one process with the same global batch; only rank 0 writes.
     """
     cfg = config.model_copy(deep=True)
+    reuse_freed_memory()  # a step's large activations then reuse memory, not fresh pages
     world = distributed.start(cfg.train.device, cfg.train.dist_timeout)
     console = console or Console(stderr=True)
     if not world.is_main:
