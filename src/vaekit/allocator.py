@@ -5,12 +5,13 @@ its mmap threshold (128 KiB, rising on its own up to 32 MiB) with a fresh ``mmap
 it back with ``munmap`` when it is freed, and it returns the free top of its heap to the system
 once more than the trim threshold is free there. A training step of a convolutional VAE, or
 one importance-sampling chunk of an evaluation, allocates and frees tens of MiB of activations;
-with those defaults the kernel maps them as new, zeroed pages every time: about 15,800 minor
-page faults per step of the bench's conv workload (batch 128) and 18,500 per K = 100 chunk of
-its iw-eval workload. Raising both thresholds to 1 GiB lets malloc reuse the freed blocks
-instead (the reason PyTorch's CPU tuning guides suggest a caching allocator such as jemalloc
-or tcmalloc). The price: memory freed below the peak stays with the process until it exits,
-so its resident size does not fall after a peak; the peak itself does not grow.
+with those defaults the kernel maps them as new, zeroed pages every time: 12,551 minor page
+faults per step of the bench's conv workload (batch 128) and 11,475 per image of its iw-eval
+workload (K = 5000) on 2 cores. Raising both thresholds to 1 GiB lets malloc reuse the freed
+blocks instead (314 and 56 faults; conv 1.5x and iw-eval 1.3x faster, bench/reuse_memory.py),
+the reason CPU tuning guides for PyTorch suggest a caching allocator such as jemalloc or
+tcmalloc. The price: memory freed below the peak stays with the process until it exits, so
+its resident size does not fall after a peak.
 """
 
 from __future__ import annotations
