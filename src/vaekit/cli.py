@@ -685,6 +685,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    code = _run(func, args)
+    # A torchrun worker must not run the interpreter's teardown (see distributed.exit_now).
+    # The module is looked up, not imported: a command that never trained has no group.
+    distributed = sys.modules.get("vaekit.distributed")
+    if distributed is not None and distributed.joined_a_group():
+        distributed.exit_now(code)
+    return code
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """The command's exit code, with every error turned into one line and its code."""
     try:
         return func(args)
     except KeyboardInterrupt:

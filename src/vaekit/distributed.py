@@ -85,6 +85,35 @@ def current() -> World:
 
 
 _world = World()
+_joined_a_group = False  # whether this process ever called init_process_group
+
+
+def joined_a_group() -> bool:
+    """Whether this process joined a process group at some point (and so started gloo's or
+    NCCL's C++ threads, which may outlive the group; see :func:`exit_now`)."""
+    return _joined_a_group
+
+
+def exit_now(code: int) -> None:
+    """End a process that joined a group: flush the streams, then exit without the
+    interpreter's teardown.
+
+    After ``destroy_process_group`` the backend can still hold a C++ thread that was never
+    joined; when the interpreter then destroys its static objects, C++ calls
+    ``std::terminate`` ("terminate called without an active exception") and the process dies
+    of SIGABRT, so torchrun reports a failed worker for a run that finished. Everything the
+    run writes is already on disk (atomic writes with fsync), so skipping that teardown
+    loses nothing.
+    """
+    import contextlib
+    import logging
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or gone: nothing to flush
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def start(device: str = "auto", timeout_s: float = 600.0) -> World:
@@ -92,7 +121,7 @@ def start(device: str = "auto", timeout_s: float = 600.0) -> World:
 
     Without torchrun's variables: a single process on ``pick_device(device)``.
     """
-    global _world
+    global _world, _joined_a_group
     if _world.parallel and dist.is_initialized():
         return _world
     if not launched_by_torchrun():
@@ -111,6 +140,7 @@ def start(device: str = "auto", timeout_s: float = 600.0) -> World:
         world_size=world_size,
         timeout=timedelta(seconds=timeout_s),
     )
+    _joined_a_group = True
     _world = World(rank, world_size, local_rank, where, backend)
     return _world
 

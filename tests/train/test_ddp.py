@@ -322,3 +322,42 @@ def test_the_multi_node_form_with_a_rendezvous_endpoint_trains_the_same_weights(
     said = "".join(err for _, err in outputs)
     assert said.count("data-parallel: 2 processes (gloo on cpu)") == 1
     _assert_same_weights(one, two)
+
+
+def test_a_process_that_joined_a_group_exits_with_its_code_and_no_interpreter_teardown():
+    """A worker that joined a gloo group ends through ``distributed.exit_now``: its exit code
+    and buffered output survive, and the interpreter's teardown (where a backend thread left
+    unjoined made ``std::terminate`` abort finished workers) does not run: no atexit hook."""
+    script = (
+        "import atexit, sys\n"
+        "from vaekit import distributed\n"
+        "from vaekit.cli import main\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        "distributed.start('cpu', timeout_s=60)\n"
+        "assert distributed.joined_a_group()\n"
+        "print('buffered before exit', end='')\n"
+        "sys.exit(main(['evaluate', 'no-such-run']))\n"
+    )
+    env = _env(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "no-such-run" in result.stderr
+    assert result.stdout == "buffered before exit"
+
+
+def test_a_process_without_a_group_keeps_the_interpreter_teardown():
+    """Without torchrun nothing changes: main returns its code and atexit hooks run."""
+    script = (
+        "import atexit, sys\n"
+        "from vaekit.cli import main\n"
+        "atexit.register(lambda: print('teardown ran', flush=True))\n"
+        "sys.exit(main(['evaluate', 'no-such-run']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=120
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout == "teardown ran\n"
