@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import vaekit
+import vaekit.evaluate as evaluate_module
 from conftest import tiny_raw
 from vaekit.config import config_from_dict
 from vaekit.data import load_dataset
@@ -14,13 +15,14 @@ from vaekit.errors import ConfigError, DataError, VaekitError
 from vaekit.evaluate import (
     IW_MEMORY_BUDGET,
     auroc,
+    compiles_iw,
     decoder_bytes_per_sample,
     evaluate_model,
     evaluate_run,
     iw_batch_size,
     score_examples,
 )
-from vaekit.models import build_vae
+from vaekit.models import HierarchicalVAE, build_vae
 
 RUN_DEPENDENT = {"iw_seconds", "peak_rss_mb"}  # wall time and memory vary between calls
 
@@ -76,6 +78,26 @@ def test_chunk_size_does_not_change_the_iw_nll_at_a_fixed_batch_size(model):
     small = evaluate_model(model, model.config, chunk_size=4, **kw)
     whole = evaluate_model(model, model.config, chunk_size=30, **kw)
     assert small["iw_nll"] == pytest.approx(whole["iw_nll"], rel=1e-6)
+
+
+def test_compiling_is_chosen_from_the_number_of_importance_samples_unless_asked(model):
+    big = evaluate_module.AUTO_COMPILE_SAMPLES
+    assert not compiles_iw(model, 5000, big // 5000 - 1, None)  # compiling would not pay
+    assert compiles_iw(model, 5000, big // 5000, None)
+    assert not compiles_iw(model, 5000, big, False) and compiles_iw(model, 5, 1, True)
+    hvae = HierarchicalVAE.__new__(HierarchicalVAE)  # only its type is looked at
+    assert not compiles_iw(hvae, 5000, big, None)  # it does not cover a ladder VAE
+
+
+def test_a_large_evaluation_compiles_by_itself_and_gets_the_eager_numbers(model, monkeypatch):
+    kw = {"seed": 1, "iw_k": 40, "limit": 50, "diagnostics": False}
+    eager = evaluate_model(model, model.config, **kw)
+    assert eager["iw_compiled"] is False  # 2,000 samples: far below the threshold
+    monkeypatch.setattr(evaluate_module, "AUTO_COMPILE_SAMPLES", 40 * 50)
+    auto = evaluate_model(model, model.config, **kw)
+    assert auto["iw_compiled"] is True  # a machine without a C++ compiler would fail here
+    assert auto["iw_nll"] == pytest.approx(eager["iw_nll"], abs=1e-3)
+    assert auto["elbo"] == eager["elbo"]
 
 
 def test_scores_average_to_the_evaluation_figures(model):

@@ -61,6 +61,11 @@ IW_MEMORY_BUDGET = 256 * 2**20
 # The likelihood's elementwise temporaries, in multiples of the decoder output (x * l,
 # softplus(l), their difference, ...); generous for the discretized logistic's bin masses.
 LIKELIHOOD_TEMPORARIES = 6
+# Importance samples (K times examples) from which ``evaluate`` compiles the decoder and
+# likelihood by itself on a CPU. Compiling costs a few seconds (4.3 s for the mlp bench model)
+# and saves about 0.8 us per sample there (iw-eval, K = 5000: 29.0 compiled against 25.9
+# images/s eager, `make bench` at 6490be7), so it pays from about 5 million samples on.
+AUTO_COMPILE_SAMPLES = 10_000_000  # the --compile help in cli.py quotes it
 
 
 def discrete_nll_nats(nll: float, config: Any, num_dims: int) -> float | None:
@@ -151,12 +156,27 @@ class CompiledLogLikelihood(CompiledOrEager):
 
     Inductor fuses the decoder's bias and ReLU into its matrix products and the likelihood's
     elementwise terms into one pass: 1.6x faster importance sampling for the mlp recipe on
-    2 CPU cores (46.6 vs 74.3 ms per chunk of 100 samples x 80 images), after a few seconds
-    of compiling. A machine without a C++ compiler gets the eager function, with a warning.
+    2 CPU cores when eager passes allocated fresh memory (46.6 vs 74.3 ms per chunk of 100
+    samples x 80 images); 1.12x since :func:`vaekit.allocator.reuse_freed_memory` (iw-eval,
+    29.0 vs 25.9 images/s), after a few seconds of compiling. A machine without a C++
+    compiler gets the eager function, with a warning.
     """
 
     def __init__(self, model: VAE) -> None:
         super().__init__(decoder_log_likelihood(model), "evaluating", dynamic=False)
+
+
+def compiles_iw(model: VAE | HierarchicalVAE, k: int, examples: int, compile: bool | None) -> bool:
+    """Whether the importance sampling runs compiled: as asked, or by itself (``None``) on a
+    CPU once K * examples reaches :data:`AUTO_COMPILE_SAMPLES`, where compiling pays for
+    itself. Never by itself for a hierarchical VAE, which it does not cover."""
+    if compile is not None:
+        return compile
+    return (
+        not isinstance(model, HierarchicalVAE)
+        and _device(model).type == "cpu"
+        and k * examples >= AUTO_COMPILE_SAMPLES
+    )
 
 
 def _iw_values(
@@ -166,8 +186,9 @@ def _iw_values(
     chunk_size: int,
     seed: int,
     compile: bool = False,
-) -> torch.Tensor:
-    """Per-example importance-weighted log p(x) estimates, [N] float64."""
+) -> tuple[torch.Tensor, bool]:
+    """Per-example importance-weighted log p(x) estimates, [N] float64, and whether they were
+    computed compiled (``compile`` asked for it and torch.compile did not fall back)."""
     generator = torch.Generator(device=_device(model)).manual_seed(derived_seed(seed, SEED_IW))
     log_px = CompiledLogLikelihood(model) if compile else None
     values = [
@@ -176,7 +197,7 @@ def _iw_values(
         ).cpu()
         for x in batches
     ]
-    return torch.cat(values)
+    return torch.cat(values), log_px is not None and log_px.compiled is not None
 
 
 def _per_sample_nets(model: VAE | HierarchicalVAE) -> list[tuple[torch.nn.Module, int]]:
@@ -248,7 +269,8 @@ def _iw_report(
 ) -> dict[str, Any]:
     """The IW-NLL over ``batches`` with its settings, cost and bits/dim when 8-bit."""
     start = time.perf_counter()
-    iw_nll = -_iw_values(model, batches, k, chunk_size, seed, compile).mean().item()
+    values, compiled = _iw_values(model, batches, k, chunk_size, seed, compile)
+    iw_nll = -values.mean().item()
     seconds = time.perf_counter() - start
     per_step = min(k, chunk_size) * batch_size * decoder_bytes_per_sample(model)
     report: dict[str, Any] = {
@@ -256,6 +278,7 @@ def _iw_report(
         "chunk_size": chunk_size,
         "iw_batch_size": batch_size,
         "iw_nll": iw_nll,
+        "iw_compiled": compiled,
     }
     num_dims = math.prod(model.image_shape)
     discrete = discrete_nll_nats(iw_nll, config, num_dims)
@@ -280,7 +303,7 @@ def evaluate_model(
     binarization: str | None = None,
     diagnostics: bool = True,
     limit: int | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> dict[str, Any]:
     """Mean test ELBO, reconstruction and KL, the IW-NLL with ``iw_k`` samples, bits/dim when
     8-bit, and posterior-collapse diagnostics; nats per example, repeatable for one seed.
@@ -289,7 +312,8 @@ def evaluate_model(
     test image by sampling, fixed by ``seed`` (the protocol of published MNIST and
     Fashion-MNIST likelihoods); "static" uses the dataset's own static binarization.
     ``limit`` evaluates the first examples only. ``compile`` runs the importance sampling's
-    decoder and likelihood through ``torch.compile`` (faster for large K). The ELBO pass and
+    decoder and likelihood through ``torch.compile`` (faster for large K); ``None`` leaves it
+    to :func:`compiles_iw`, and the result's ``iw_compiled`` says which ran. The ELBO pass and
     the importance-sampling pass see the same test inputs.
     """
     reuse_freed_memory()  # importance-sampling chunks free and re-allocate tens of MiB each
@@ -346,7 +370,10 @@ def evaluate_model(
     if iw_k is not None:
         iw_batch = batch_size or iw_batch_size(model, iw_k, chunk_size, batch)
         batches = _inputs(model, data, config, binarize, seed, iw_batch)
-        result.update(_iw_report(model, config, batches, iw_k, chunk_size, iw_batch, seed, compile))
+        compiled = compiles_iw(model, iw_k, len(data), compile)
+        result.update(
+            _iw_report(model, config, batches, iw_k, chunk_size, iw_batch, seed, compiled)
+        )
     if diagnostics:
         # The diagnostics draw their fixed-seed subsets and quadrature on the CPU, so they
         # run on a CPU copy of a GPU model (they are a small share of the evaluation).
@@ -414,7 +441,7 @@ def score_examples(
         raise ConfigError(f"iw_k must be a positive number of importance samples, got {iw_k}")
     iw_batch = batch_size or iw_batch_size(model, iw_k, chunk_size, batch)
     batches = _inputs(model, data, config, binarize, seed, iw_batch)
-    return -_iw_values(model, batches, iw_k, chunk_size, seed)
+    return -_iw_values(model, batches, iw_k, chunk_size, seed)[0]
 
 
 def auroc(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
@@ -450,7 +477,7 @@ def evaluate_run(
     binarization: str | None = None,
     diagnostics: bool = True,
     limit: int | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint and write the result to ``eval.json`` in the run.
