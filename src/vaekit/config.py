@@ -114,6 +114,12 @@ class ModelConfig(_Section):
     )
     latent_dim: int = Field(default=16, gt=0)
     hidden: list[int] = Field(default=[512, 256], description="MLP hidden widths (encoder order)")
+    decoder_hidden: list[int] = Field(
+        default=[],
+        description="mlp and gated_mlp: the decoder's hidden widths from z outward (default: "
+        "model.hidden reversed); lets the decoder, which an importance-weighted bound runs "
+        "once per sample, differ from the encoder",
+    )
     channels: list[int] = Field(
         default=[32, 64], description="conv channels, one stride-2 layer each"
     )
@@ -171,10 +177,14 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> ModelConfig:
-        for key in ("hidden", "channels"):
+        for key in ("hidden", "channels", "decoder_hidden"):
             sizes = getattr(self, key)
             if any(s <= 0 for s in sizes):
                 raise ValueError(f"model.{key} must hold positive sizes, got {sizes}")
+        if self.decoder_hidden and self.arch not in ("mlp", "gated_mlp"):
+            raise ValueError(
+                f"model.decoder_hidden is for arch 'mlp' or 'gated_mlp', not {self.arch!r}"
+            )
         if self.arch in ("conv", "resnet_vae") and not self.channels:
             raise ValueError("model.channels must list at least one conv layer")
         if self.kind == "hvae":

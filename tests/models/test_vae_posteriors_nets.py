@@ -101,3 +101,33 @@ def test_gated_and_residual_nets_train_a_vae(tmp_path, model, size):
 def test_combinations_without_a_meaning_are_refused(model, objective, match):
     with pytest.raises(ConfigError, match=match):
         config_from_dict(tiny_raw(model=model, objective=objective))
+
+
+@pytest.mark.parametrize("kind", ["vae", "hvae"])
+def test_decoder_hidden_sets_the_decoder_widths_and_the_run_loads_with_them(tmp_path, kind):
+    model = {"kind": kind, "arch": "gated_mlp", "hidden": [24, 16], "decoder_hidden": [40, 56]}
+    if kind == "hvae":
+        model["latent_dims"] = [4, 2]
+    config = config_from_dict(tiny_raw(model=model, train={"epochs": 1}))
+    train(config, tmp_path / "run")
+    loaded = ckpt.load_run(tmp_path / "run")
+    assert _gated_widths(loaded.decoder) == [40, 56]
+    assert loaded.decoder.head.in_features == 56
+    if kind == "vae":
+        assert _gated_widths(loaded.encoder) == [24, 16]
+
+
+def _gated_widths(net: torch.nn.Module) -> list[int]:
+    """The widths of a gated net's body: each layer's linear map gives value and gate."""
+    return [m.out_features // 2 for m in net.body.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_decoder_widths_default_to_the_encoder_widths_reversed():
+    model, _, _ = _model_and_batch({"arch": "mlp", "hidden": [24, 16]})
+    linears = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears[:-1]] == [16, 24]
+
+
+def test_decoder_hidden_is_refused_for_a_conv_decoder():
+    with pytest.raises(ConfigError, match=r"model\.decoder_hidden"):
+        config_from_dict(tiny_raw(model={"arch": "conv", "decoder_hidden": [8]}))

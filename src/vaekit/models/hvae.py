@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from vaekit.config import ModelConfig, ObjectiveConfig
-from vaekit.models.vae import NETS, full_precision, likelihood_of, net_activation
+from vaekit.models.vae import NETS, decoder_sizes, full_precision, likelihood_of, net_activation
 from vaekit.nets.gated import GatedLinear, GatedMLPDecoder, gated_stack
 from vaekit.nets.layers import activation
 from vaekit.nets.mlp import MLPDecoder
@@ -434,16 +434,9 @@ def build_hvae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> Hierarchi
     act = net_activation(cfg)
     td_cls = GatedMLPDecoder if cfg.arch == "gated_mlp" else MLPDecoder
     top_down = [td_cls(above, [width], (2 * d,), act, cfg.batchnorm) for d, above in pairwise(dims)]
-    _, dec_cls, sizes_key = NETS[cfg.arch]
-    sizes = list(getattr(cfg, sizes_key))
+    _, dec_cls, _ = NETS[cfg.arch]
     out_shape = (c * likelihood.params_per_pixel, h, w)
-    decoder = dec_cls(
-        dims[0],
-        sizes if cfg.arch == "conv" else sizes[::-1],
-        out_shape,
-        act,
-        cfg.batchnorm,
-    )
+    decoder = dec_cls(dims[0], decoder_sizes(cfg), out_shape, act, cfg.batchnorm)
     prior = make_prior(
         cfg.prior, dims[-1], num_components=cfg.prior_components, image_shape=(c, h, w)
     )

@@ -121,6 +121,14 @@ def likelihood_of(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> nn.Mod
     )
 
 
+def decoder_sizes(cfg: ModelConfig) -> list[int]:
+    """The decoder's widths or channels, from the latent outward: an MLP's are
+    ``decoder_hidden`` or the encoder's reversed; a conv decoder takes ``channels`` as is."""
+    if cfg.arch in ("mlp", "gated_mlp"):
+        return list(cfg.decoder_hidden) or list(cfg.hidden)[::-1]
+    return list(getattr(cfg, NETS[cfg.arch][2]))
+
+
 def net_activation(cfg: ModelConfig) -> str | None:
     """The activation the config's nets apply: none on a gated unit's value, which is linear
     as in the VampPrior paper; ``cfg.activation`` otherwise."""
@@ -142,10 +150,7 @@ def build_vae(cfg: ModelConfig, image_shape: tuple[int, int, int]) -> VAE:
     context = cfg.iaf_context if flow is not None else 0
     encoder = enc_cls((c, h, w), sizes, 2 * cfg.latent_dim + context, act, cfg.batchnorm, **extra)
     out_shape = (c * likelihood.params_per_pixel, h, w)
-    mlp_like = cfg.arch in ("mlp", "gated_mlp")
-    decoder = dec_cls(
-        cfg.latent_dim, sizes[::-1] if mlp_like else sizes, out_shape, act, cfg.batchnorm, **extra
-    )
+    decoder = dec_cls(cfg.latent_dim, decoder_sizes(cfg), out_shape, act, cfg.batchnorm, **extra)
     prior = make_prior(
         cfg.prior, cfg.latent_dim, num_components=cfg.prior_components, image_shape=(c, h, w)
     )
