@@ -57,7 +57,9 @@ def test_images(model):
 def test_iw_nll_is_below_the_elbo_and_is_the_models_own_bound(model):
     result = evaluate_model(model, model.config, seed=0, iw_k=50, chunk_size=16, limit=200)
     assert result["iw_nll"] < result["nll_upper_bound"] - 1.0
-    assert result["elbo"] == pytest.approx(-(result["recon"] + result["kl"]), rel=1e-9)
+    # The three are means of float32 per-image terms, so they agree to float32 rounding (about
+    # 1e-9 relative held on one CPU and not on another), not to float64's.
+    assert result["elbo"] == pytest.approx(-(result["recon"] + result["kl"]), rel=1e-6)
     # The same number from iw_log_likelihood, which takes the ladder's log_weights, on the
     # evaluation's inputs and importance-sampling stream.
     data = load_test_split(model).subset(torch.arange(200))
