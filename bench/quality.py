@@ -96,7 +96,10 @@ def _provenance(args) -> dict[str, Any]:
         else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": facts(args.device),
-        "budget_minutes": args.minutes,
+        # An epoch budget (--epochs) trains that many epochs whatever they take: it repeats a
+        # minutes row's epochs on a machine of another speed. The row keeps both apart.
+        "budget_minutes": None if args.epochs else args.minutes,
+        "budget_epochs": args.epochs,
     }
 
 
@@ -105,8 +108,9 @@ def run_recipe(recipe: str, seed: int, args, log) -> dict[str, Any]:
     provenance = _provenance(args)  # read before the run: the code it trains is this commit's
     run = Path(args.runs) / f"{recipe}-s{seed}-{provenance['commit']}-{int(time.time())}"
     config = ROOT / "configs" / f"{recipe}.toml"
+    budget = f"train.epochs={args.epochs}" if args.epochs else f"train.max_minutes={args.minutes}"
     settings = [
-        "--set", f"train.max_minutes={args.minutes}",
+        "--set", budget,
         "--set", f"train.seed={seed}",
         "--set", "train.progress=false",
         "--set", f"train.device={args.device}",
@@ -226,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget per run")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="train exactly this many epochs instead of the minutes budget (to repeat a "
+        "minutes row's epochs on a machine of another speed)",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--iw", type=int, default=5000, help="importance samples (protocol: 5000)")
     parser.add_argument("--test-limit", type=int, help="evaluate only N test images (not protocol)")
@@ -252,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [r for r in recipes if not (ROOT / "configs" / f"{r}.toml").is_file()]
     if unknown:
         parser.error(f"no config for {', '.join(unknown)} under configs/ (known: {RECIPES})")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    if args.peer and args.epochs:
+        parser.error("--epochs applies to vaekit's recipes; pythae's rows use the minutes budget")
     if args.peer and args.device != "cpu":
         parser.error("--peer pythae runs on the CPU only, beside vaekit's CPU rows")
     if args.peer and any(r not in PYTHAE_KINDS for r in recipes):
@@ -264,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     for recipe in recipes:
         for seed in (int(s) for s in args.seeds.split(",")):
             who = f"pythae's {PYTHAE_KINDS[recipe]} for " if args.peer else ""
-            log(f"{who}{recipe}, seed {seed}, {args.minutes:g} minutes ...")
+            budget = f"{args.epochs} epochs" if args.epochs else f"{args.minutes:g} minutes"
+            log(f"{who}{recipe}, seed {seed}, {budget} ...")
             row = (run_peer if args.peer else run_recipe)(recipe, seed, args, log)
             log(f"  test NLL {row['test_nll']:.2f} nats (K = {row['iw_k']})")
             rows.append(row)

@@ -247,7 +247,7 @@ def quality_section(result: dict[str, Any]) -> list[str]:
             f"{row['iw_k']} | "
             f"{row['test_examples']:,} | {row['test_elbo']:.2f} | {row['epochs']} "
             f"({row.get('best_epoch') or '-'}) | {row['train_seconds'] / 60:.1f} "
-            f"({row['budget_minutes']:g}) | {row['commit']}{'+' if row.get('dirty') else ''} | "
+            f"({_budget(row)}) | {row['commit']}{'+' if row.get('dirty') else ''} | "
             f"{m['cpu']}, {m['cpu_count']} CPUs{', ' + m['gpu'] if m.get('gpu') else ''} |"
         )
     lines += [
@@ -261,6 +261,13 @@ def quality_section(result: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _budget(row: dict[str, Any]) -> str:
+    """A row's budget: its minutes, or its epochs where it trained a fixed number of them."""
+    if row.get("budget_epochs"):
+        return f"{row['budget_epochs']} epochs"
+    return f"{row['budget_minutes']:g}"
 
 
 def _seeds(rows: list[dict[str, Any]]) -> str:
@@ -284,6 +291,8 @@ def peer_comparison(rows: list[dict[str, Any]]) -> list[str]:
     for row in rows:  # rows are in the order they were measured
         if row.get("iw_k") != 5000 or row.get("test_examples") != 10000:
             continue  # only protocol rows are compared
+        if row.get("budget_minutes") is None:
+            continue  # an epoch budget has no same-minutes peer
         if row.get("machine", {}).get("device", "cpu") != "cpu":
             continue  # pythae's rows are CPU runs: a GPU run is no same-budget peer
         side = row.get("peer") or "vaekit"

@@ -55,3 +55,14 @@ def test_a_gpu_run_is_listed_but_not_compared_with_the_cpu_peer():
     row |= {"epochs": 90, "train_seconds": 360.0, "commit": "abc", "budget_minutes": 6}
     lines = report.quality_section({"rows": [row]})
     assert any("| **225.00** |" in line and "16 CPUs, NVIDIA H200 |" in line for line in lines)
+
+
+def test_an_epoch_budget_row_shows_its_epochs_and_is_not_compared_with_minutes_rows():
+    epochs_row = _row(225.0, 1, minutes=None) | {"budget_epochs": 341}
+    cells = _comparison([_row(230.0, 0), _row(231.0, 0, peer="pythae"), epochs_row])
+    assert cells[2] == "230.00 (1 seed)"  # the 341-epoch row has no same-minutes peer
+    machine = {"cpu": "AMD EPYC", "cpu_count": 2}
+    row = epochs_row | {"machine": machine, "test_elbo": -228.0, "epochs": 341}
+    row |= {"train_seconds": 4860.0, "commit": "abc"}
+    lines = report.quality_section({"rows": [row]})
+    assert any("| 81.0 (341 epochs) |" in line for line in lines), lines
